@@ -1,0 +1,154 @@
+"""Checkpoint I/O by the original variable names (`bert/encoder/layer_3/...`, `output_weights`).
+
+Google's checkpoints are TF1 name-keyed bundles. `tf.train.Checkpoint` writes object-graph keys
+instead, so reading uses `tf.train.load_checkpoint` by name and writing uses a name-keyed saver.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from bert_finetune.errors import UserError
+
+# Variables a checkpoint may hold that a model being initialised does not need.
+_SKIPPABLE = re.compile(r"(/adam_m$|/adam_v$|^global_step$)")
+
+
+def resolve_checkpoint(init_checkpoint: str) -> str:
+    """Returns the checkpoint prefix for a prefix or a directory (its latest checkpoint)."""
+    path = init_checkpoint
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise UserError(f"--init_checkpoint={path}: directory holds no checkpoint")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise UserError(f"--init_checkpoint={path}: no checkpoint found ({path}.index is missing)")
+    return path
+
+
+def _reader(prefix: str) -> tf.train.CheckpointReader:
+    try:
+        return tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{prefix}: not a readable TensorFlow checkpoint ({first})") from None
+
+
+def list_variables(init_checkpoint: str) -> dict[str, list[int]]:
+    """Returns {name: shape} of the checkpoint at a prefix or directory."""
+    return {k: list(v) for k, v in _reader(resolve_checkpoint(init_checkpoint))
+            .get_variable_to_shape_map().items()}
+
+
+def init_from_checkpoint(
+    variables: Mapping[str, tf.Variable],
+    init_checkpoint: str,
+    required: Iterable[str] | None = None,
+    assignment_map: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Assigns model variables from a checkpoint, matching by original name.
+
+    Args:
+      variables: {original name: variable} of the model (e.g. `bert/pooler/dense/kernel`).
+      init_checkpoint: a checkpoint prefix (`.../bert_model.ckpt`) or a directory (latest checkpoint).
+      required: names that must be in the checkpoint; default: every `bert/` variable. A missing
+        required variable or any shape mismatch is a UserError naming it, both shapes and the file.
+      assignment_map: optional {model name: checkpoint name} renames.
+
+    Returns: the names restored. Each one is logged with `*INIT_FROM_CKPT*` as the original did.
+    Checkpoint variables the model does not have (optimizer slots, global_step, other heads) are
+    ignored.
+    """
+    prefix = resolve_checkpoint(init_checkpoint)
+    reader = _reader(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    if required is None:
+        required = [n for n in variables if n.startswith("bert/")]
+    required = set(required)
+    assignment_map = dict(assignment_map or {})
+    missing = sorted(n for n in required if assignment_map.get(n, n) not in shapes)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"{prefix}: variable {missing[0]} is missing from the checkpoint{more}; "
+                        "is --bert_config_file the config of this checkpoint?")
+    restored = []
+    for name, var in variables.items():
+        ckpt_name = assignment_map.get(name, name)
+        if ckpt_name not in shapes:
+            continue
+        want = var.shape.as_list()
+        have = list(shapes[ckpt_name])
+        if want != have:
+            raise UserError(f"{prefix}: variable {ckpt_name} has shape {have} in the checkpoint but "
+                            f"{want} in the model; does --bert_config_file match the checkpoint?")
+        var.assign(tf.cast(reader.get_tensor(ckpt_name), var.dtype))
+        restored.append(name)
+    logging.info("**** Trainable Variables ****")
+    restored_set = set(restored)
+    for name, var in variables.items():
+        init_string = ", *INIT_FROM_CKPT*" if name in restored_set else ""
+        logging.info("  name = %s, shape = %s%s", name, var.shape, init_string)
+    return restored
+
+
+def write_checkpoint(prefix: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """Writes {name: array} as a name-keyed checkpoint at `prefix` plus its `checkpoint` state file.
+
+    Used for converted weights (`bert_model.ckpt`). Returns the prefix.
+    """
+    names = sorted(arrays)
+    directory = os.path.dirname(prefix) or "."
+    tf.io.gfile.makedirs(directory)
+    with tf.device("/cpu:0"):
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=[tf.constant(arrays[n]) for n in names])
+    base = os.path.basename(prefix)
+    state = f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n'
+    tmp = os.path.join(directory, ".checkpoint.tmp")
+    with open(tmp, "w") as f:
+        f.write(state)
+    os.replace(tmp, os.path.join(directory, "checkpoint"))
+    return prefix
+
+
+class CheckpointSaver:
+    """Saves variables under their original names as `model.ckpt-N`, keeping the last K.
+
+    `tf.compat.v1.train.Saver` with a {name: variable} list writes exactly those keys, works eagerly
+    and maintains the `checkpoint` state file so `tf.train.latest_checkpoint` finds the newest.
+    """
+
+    def __init__(self, variables: Mapping[str, tf.Variable], max_to_keep: int = 5):
+        self._variables = dict(variables)
+        self._saver = tf.compat.v1.train.Saver(var_list=self._variables, max_to_keep=max_to_keep,
+                                               save_relative_paths=True)
+
+    def save(self, output_dir: str, global_step: int) -> str:
+        prefix = os.path.join(output_dir, "model.ckpt")
+        path = self._saver.save(None, prefix, global_step=int(global_step))
+        logging.info("Saved checkpoint %s", path)
+        return path
+
+    def restore(self, prefix: str) -> None:
+        """Restores every saved variable (a resume): all of them must be in the checkpoint."""
+        reader = _reader(prefix)
+        shapes = reader.get_variable_to_shape_map()
+        for name, var in self._variables.items():
+            if name not in shapes:
+                raise UserError(f"{prefix}: cannot resume, variable {name} is missing")
+            if list(shapes[name]) != var.shape.as_list():
+                raise UserError(f"{prefix}: cannot resume, variable {name} has shape "
+                                f"{list(shapes[name])}, the model has {var.shape.as_list()}")
+            var.assign(reader.get_tensor(name))
+
+
+def is_skippable(name: str) -> bool:
+    """True for checkpoint entries a fresh model never needs (optimizer slots, global_step)."""
+    return bool(_SKIPPABLE.search(name))

@@ -1,0 +1,347 @@
+"""The BERT encoder: numerically Google's original `modeling.py`, in plain TF2.
+
+`BertModel` is a `tf.Module` of `tf.Variable`s whose names are the checkpoint's names
+(`bert/encoder/layer_3/attention/self/query/kernel`, ...); `variables_by_name()` is the contract
+used by checkpoint I/O, the optimizer (`<name>/adam_m`) and the heads.
+
+Shape legend: B = batch size, T = sequence length, H = hidden size, N = attention heads,
+D = size per head (H / N), I = intermediate size, V = vocab size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from bert_finetune.errors import UserError
+
+LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
+ATTENTION_MASK_ADDER = -10000.0  # the original's additive mask on padded positions
+
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """The original's GELU: the tanh approximation."""
+    cdf = 0.5 * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
+    return x * cdf
+
+
+def gelu_exact(x: tf.Tensor) -> tf.Tensor:
+    """Exact GELU, x * Phi(x) with erf (Hugging Face's "gelu")."""
+    return 0.5 * x * (1.0 + tf.math.erf(x / tf.cast(math.sqrt(2.0), x.dtype)))
+
+
+def get_activation(activation_string: str | None):
+    """Maps an activation name of `bert_config.json` to a function (None for linear)."""
+    if not activation_string:
+        return None
+    act = activation_string.lower()
+    table = {"linear": None, "relu": tf.nn.relu, "gelu": gelu, "gelu_exact": gelu_exact,
+             "tanh": tf.tanh}
+    if act not in table:
+        raise UserError(f"Unsupported activation: {activation_string!r} "
+                        f"(known: {', '.join(ACTIVATIONS)})")
+    return table[act]
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """Configuration of a `BertModel`; field names are `bert_config.json`'s."""
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 16
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str | None:
+        """Returns why this config is impossible, or None."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                return f"{name} must be a positive integer, got {value!r}"
+        if self.hidden_size % self.num_attention_heads != 0:
+            return (f"The hidden size ({self.hidden_size}) is not a multiple of the number of "
+                    f"attention heads ({self.num_attention_heads})")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                return f"{name} must be in [0, 1), got {value!r}"
+        if not isinstance(self.hidden_act, str) or self.hidden_act.lower() not in ACTIVATIONS:
+            return (f"hidden_act {self.hidden_act!r} is not supported "
+                    f"(known: {', '.join(ACTIVATIONS)})")
+        return None
+
+    @classmethod
+    def from_dict(cls, json_object: dict[str, Any], source: str = "config") -> BertConfig:
+        """Builds a config from a dict; errors name `source`."""
+        if not isinstance(json_object, dict):
+            raise UserError(f"{source}: expected a JSON object")
+        if "model_type" in json_object or "layer_norm_eps" in json_object:
+            raise UserError(f"{source}: this is a Hugging Face config.json; convert the model "
+                            "first with `bert-convert --hf_model_dir=... --output_dir=...`")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(json_object) - fields)
+        if unknown:
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)} "
+                            f"(a bert_config.json has {', '.join(sorted(fields))})")
+        if "vocab_size" not in json_object:
+            raise UserError(f"{source}: vocab_size is missing")
+        try:
+            return cls(**json_object)
+        except ValueError as e:
+            raise UserError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json_file(cls, json_file: str) -> BertConfig:
+        """Reads `bert_config.json`; every error names the file."""
+        if not tf.io.gfile.exists(json_file):
+            raise UserError(f"{json_file}: config file not found")
+        try:
+            with tf.io.gfile.GFile(json_file, "r") as reader:
+                text = reader.read()
+            obj = json.loads(text)
+        except UnicodeDecodeError:
+            raise UserError(f"{json_file}: not a UTF-8 text file") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{json_file}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        return cls.from_dict(obj, source=json_file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file: str) -> None:
+        tmp = json_file + ".tmp"
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(self.to_json_string())
+        tf.io.gfile.rename(tmp, json_file, overwrite=True)
+
+    @property
+    def size_per_head(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def _dtype(compute_dtype: Any) -> tf.DType:
+    dtype = tf.as_dtype(compute_dtype)
+    if dtype not in (tf.float32, tf.bfloat16, tf.float16):
+        raise UserError(f"compute dtype must be float32, bfloat16 or float16, got {dtype.name}")
+    return dtype
+
+
+def layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable) -> tf.Tensor:
+    """LayerNorm over the last axis, computed in float32 whatever the input dtype."""
+    x32 = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
+    y = tf.nn.batch_normalization(x32, mean, variance, offset=beta, scale=gamma,
+                                  variance_epsilon=LAYER_NORM_EPSILON)
+    return tf.cast(y, x.dtype)
+
+
+def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
+    if not training or rate <= 0.0:
+        return x
+    return tf.nn.dropout(x, rate=rate)
+
+
+class BertModel(tf.Module):
+    """BERT encoder ("Bidirectional Encoder Representations from Transformers").
+
+    Example:
+      model = BertModel(BertConfig.from_json_file("bert_config.json"))
+      out = model(input_ids, input_mask, token_type_ids)     # [B, T] int32 each
+      out["pooled_output"]                                     # [B, H]
+    """
+
+    def __init__(self, config: BertConfig, use_one_hot_embeddings: bool = False,
+                 compute_dtype: Any = tf.float32, scope: str = "bert"):
+        super().__init__(name=scope)
+        self.config = config
+        self.use_one_hot_embeddings = use_one_hot_embeddings
+        self.compute_dtype = _dtype(compute_dtype)
+        self.scope = scope
+        self._vars: dict[str, tf.Variable] = {}
+        c = config
+        h = c.hidden_size
+        self._dense_vars("embeddings/word_embeddings", [c.vocab_size, h], bias=False)
+        self._dense_vars("embeddings/token_type_embeddings", [c.type_vocab_size, h], bias=False)
+        self._dense_vars("embeddings/position_embeddings", [c.max_position_embeddings, h],
+                         bias=False)
+        self._layer_norm_vars("embeddings/LayerNorm")
+        for i in range(c.num_hidden_layers):
+            p = f"encoder/layer_{i}/"
+            for part in ("query", "key", "value"):
+                self._dense_vars(p + f"attention/self/{part}", [h, h])
+            self._dense_vars(p + "attention/output/dense", [h, h])
+            self._layer_norm_vars(p + "attention/output/LayerNorm")
+            self._dense_vars(p + "intermediate/dense", [h, c.intermediate_size])
+            self._dense_vars(p + "output/dense", [c.intermediate_size, h])
+            self._layer_norm_vars(p + "output/LayerNorm")
+        self._dense_vars("pooler/dense", [h, h])
+
+    # -- variables ---------------------------------------------------------------------------
+    def _add(self, name: str, initial: tf.Tensor) -> None:
+        full = f"{self.scope}/{name}"
+        self._vars[full] = tf.Variable(initial, name=full, trainable=True)
+
+    def _dense_vars(self, name: str, shape: list[int], bias: bool = True) -> None:
+        init = tf.random.truncated_normal(shape, stddev=self.config.initializer_range)
+        if bias:
+            self._add(name + "/kernel", init)
+            self._add(name + "/bias", tf.zeros([shape[-1]]))
+        else:
+            self._add(name, init)
+
+    def _layer_norm_vars(self, name: str) -> None:
+        h = self.config.hidden_size
+        self._add(name + "/gamma", tf.ones([h]))
+        self._add(name + "/beta", tf.zeros([h]))
+
+    def variables_by_name(self) -> dict[str, tf.Variable]:
+        """{original checkpoint name: variable}, e.g. `bert/pooler/dense/kernel`."""
+        return dict(self._vars)
+
+    def _v(self, name: str) -> tf.Variable:
+        return self._vars[f"{self.scope}/{name}"]
+
+    def _w(self, name: str) -> tf.Tensor:
+        """A variable cast to the compute dtype."""
+        return tf.cast(self._v(name), self.compute_dtype)
+
+    def get_embedding_table(self) -> tf.Variable:
+        """The word embedding table [V, H] (shared with the MLM output layer)."""
+        return self._v("embeddings/word_embeddings")
+
+    # -- forward -----------------------------------------------------------------------------
+    def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
+        y = tf.matmul(x, self._w(name + "/kernel")) + self._w(name + "/bias")
+        return activation(y) if activation is not None else y
+
+    def _embeddings(self, input_ids, token_type_ids, training):
+        c = self.config
+        batch, seq = _shape(input_ids)
+        table = self._v("embeddings/word_embeddings")  # [V, H]
+        flat_ids = tf.reshape(input_ids, [-1])
+        if self.use_one_hot_embeddings:
+            one_hot = tf.one_hot(flat_ids, depth=c.vocab_size, dtype=self.compute_dtype)
+            words = tf.matmul(one_hot, tf.cast(table, self.compute_dtype))
+        else:
+            words = tf.cast(tf.gather(table, flat_ids), self.compute_dtype)
+        # The original always used a one-hot matmul for token types (small vocab, TPU friendly).
+        types = tf.matmul(tf.one_hot(tf.reshape(token_type_ids, [-1]), depth=c.type_vocab_size,
+                                     dtype=self.compute_dtype),
+                          self._w("embeddings/token_type_embeddings"))
+        x = tf.reshape(words + types, [batch, seq, c.hidden_size])  # [B, T, H]
+        positions = self._w("embeddings/position_embeddings")[:seq]  # [T, H]
+        x = x + positions[tf.newaxis]
+        x = layer_norm(x, self._v("embeddings/LayerNorm/gamma"),
+                       self._v("embeddings/LayerNorm/beta"))
+        return dropout(x, c.hidden_dropout_prob, training)
+
+    def _attention(self, x2d, mask_adder, batch, seq, prefix, training):
+        """Self-attention on x2d [B*T, H]; mask_adder [B, 1, 1, T] float32. Returns [B*T, H]."""
+        c = self.config
+        n, d = c.num_attention_heads, c.size_per_head
+
+        def heads(t):  # [B*T, H] -> [B, N, T, D]
+            return tf.transpose(tf.reshape(t, [batch, seq, n, d]), [0, 2, 1, 3])
+
+        q = heads(self._dense(x2d, prefix + "attention/self/query"))
+        k = heads(self._dense(x2d, prefix + "attention/self/key"))
+        v = heads(self._dense(x2d, prefix + "attention/self/value"))
+        scores = tf.matmul(q, k, transpose_b=True) * tf.cast(1.0 / math.sqrt(d), q.dtype)
+        # Softmax in float32: the -10000 adder and the exponentials need its range and precision.
+        scores = tf.cast(scores, tf.float32) + mask_adder  # [B, N, T, T]
+        probs = tf.nn.softmax(scores, axis=-1)
+        probs = dropout(probs, c.attention_probs_dropout_prob, training)
+        context = tf.matmul(tf.cast(probs, self.compute_dtype), v)  # [B, N, T, D]
+        return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * seq, n * d])
+
+    def __call__(self, input_ids: tf.Tensor, input_mask: tf.Tensor | None = None,
+                 token_type_ids: tf.Tensor | None = None,
+                 training: bool = False) -> dict[str, Any]:
+        """Runs the encoder.
+
+        Args:
+          input_ids: int [B, T] word piece ids.
+          input_mask: int [B, T], 1 for real tokens and 0 for padding (default all ones).
+          token_type_ids: int [B, T] segment ids (default all zeros).
+          training: applies dropout when True.
+
+        Returns: a dict with `sequence_output` [B, T, H], `pooled_output` [B, H],
+          `all_encoder_layers` (a list of L tensors [B, T, H]), `embedding_output` [B, T, H]
+          and `embedding_table` [V, H]. Activations are in the compute dtype.
+        """
+        c = self.config
+        input_ids = tf.convert_to_tensor(input_ids)
+        batch, seq = _shape(input_ids)
+        if isinstance(seq, int) and seq > c.max_position_embeddings:
+            raise UserError(f"sequence length {seq} is longer than max_position_embeddings "
+                            f"({c.max_position_embeddings}) of the config")
+        if input_mask is None:
+            input_mask = tf.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros_like(input_ids)
+
+        embedding_output = self._embeddings(input_ids, token_type_ids, training)  # [B, T, H]
+        mask = tf.cast(tf.reshape(input_mask, [batch, 1, 1, seq]), tf.float32)
+        mask_adder = (1.0 - mask) * ATTENTION_MASK_ADDER  # [B, 1, 1, T]
+
+        act = get_activation(c.hidden_act)
+        x2d = tf.reshape(embedding_output, [batch * seq, c.hidden_size])  # [B*T, H]
+        all_layers = []
+        for i in range(c.num_hidden_layers):
+            p = f"encoder/layer_{i}/"
+            attn = self._attention(x2d, mask_adder, batch, seq, p, training)
+            attn = dropout(self._dense(attn, p + "attention/output/dense"),
+                           c.hidden_dropout_prob, training)
+            attn = layer_norm(attn + x2d, self._v(p + "attention/output/LayerNorm/gamma"),
+                              self._v(p + "attention/output/LayerNorm/beta"))
+            inter = self._dense(attn, p + "intermediate/dense", act)  # [B*T, I]
+            out = dropout(self._dense(inter, p + "output/dense"), c.hidden_dropout_prob, training)
+            x2d = layer_norm(out + attn, self._v(p + "output/LayerNorm/gamma"),
+                             self._v(p + "output/LayerNorm/beta"))
+            all_layers.append(tf.reshape(x2d, [batch, seq, c.hidden_size]))
+
+        sequence_output = all_layers[-1]
+        first_token = sequence_output[:, 0, :]  # [B, H]
+        pooled_output = self._dense(first_token, "pooler/dense", tf.tanh)
+        return {
+            "sequence_output": sequence_output,
+            "pooled_output": pooled_output,
+            "all_encoder_layers": all_layers,
+            "embedding_output": embedding_output,
+            "embedding_table": self.get_embedding_table(),
+        }
+
+
+def _shape(t: tf.Tensor) -> tuple:
+    """(B, T) of an int tensor, static where known, dynamic otherwise."""
+    static = t.shape.as_list()
+    dynamic = tf.shape(t)
+    return tuple(static[i] if static[i] is not None else dynamic[i] for i in range(2))
+
+
+def config_from_dir(directory: str) -> BertConfig:
+    """Reads `bert_config.json` from a model directory."""
+    return BertConfig.from_json_file(os.path.join(directory, "bert_config.json"))
