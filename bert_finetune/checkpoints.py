@@ -109,32 +109,50 @@ def write_checkpoint(prefix: str, arrays: Mapping[str, np.ndarray]) -> str:
     with tf.device("/cpu:0"):
         tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
                           tensors=[tf.constant(arrays[n]) for n in names])
-    base = os.path.basename(prefix)
-    state = f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n'
-    tmp = os.path.join(directory, ".checkpoint.tmp")
-    with open(tmp, "w") as f:
-        f.write(state)
-    os.replace(tmp, os.path.join(directory, "checkpoint"))
+    _write_state_file(directory, [os.path.basename(prefix)])
     return prefix
+
+
+def _write_state_file(directory: str, kept: list[str]) -> None:
+    """The `checkpoint` file (relative paths, newest last) that latest_checkpoint reads."""
+    lines = [f'model_checkpoint_path: "{kept[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{p}"' for p in kept]
+    tmp = os.path.join(directory, ".checkpoint.tmp")
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(tmp, os.path.join(directory, "checkpoint"), overwrite=True)
 
 
 class CheckpointSaver:
     """Saves variables under their original names as `model.ckpt-N`, keeping the last K.
 
-    `tf.compat.v1.train.Saver` with a {name: variable} list writes exactly those keys, works eagerly
-    and maintains the `checkpoint` state file so `tf.train.latest_checkpoint` finds the newest.
+    Writes name-keyed bundles (what `tf.compat.v1.train.Saver` writes, without its graph-mode
+    machinery, which mishandles distributed variables) and keeps the `checkpoint` state file
+    current, so `tf.train.latest_checkpoint(output_dir)` finds the newest.
     """
 
     def __init__(self, variables: Mapping[str, tf.Variable], max_to_keep: int = 5):
         self._variables = dict(variables)
-        self._saver = tf.compat.v1.train.Saver(var_list=self._variables, max_to_keep=max_to_keep,
-                                               save_relative_paths=True)
+        self._max_to_keep = max_to_keep
 
     def save(self, output_dir: str, global_step: int) -> str:
-        prefix = os.path.join(output_dir, "model.ckpt")
-        path = self._saver.save(None, prefix, global_step=int(global_step))
-        logging.info("Saved checkpoint %s", path)
-        return path
+        prefix = os.path.join(output_dir, f"model.ckpt-{int(global_step)}")
+        names = sorted(self._variables)
+        with tf.device("/cpu:0"):
+            tensors = [tf.convert_to_tensor(self._variables[n].read_value()) for n in names]
+            tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                              shape_and_slices=[""] * len(names), tensors=tensors)
+        state = tf.train.get_checkpoint_state(output_dir)
+        kept = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
+        kept = [p for p in kept if p != os.path.basename(prefix)] + [os.path.basename(prefix)]
+        if self._max_to_keep and len(kept) > self._max_to_keep:
+            for old in kept[:-self._max_to_keep]:
+                for f in tf.io.gfile.glob(os.path.join(output_dir, old) + ".*"):
+                    tf.io.gfile.remove(f)
+            kept = kept[-self._max_to_keep:]
+        _write_state_file(output_dir, kept)
+        logging.info("Saved checkpoint %s", prefix)
+        return prefix
 
     def restore(self, prefix: str) -> None:
         """Restores every saved variable (a resume): all of them must be in the checkpoint."""

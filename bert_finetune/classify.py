@@ -1,0 +1,374 @@
+"""Sentence (pair) classification end to end: processor -> TFRecords -> runner -> result files.
+
+The library behind `bert-classify`; it never reads flags. `ClassifyOptions` holds the original
+`run_classifier.py` flags by their names, `validate()` reports every problem at once, and `run()`
+does the work with the same files the original wrote (`train.tf_record`, `eval_results.txt`,
+`test_results.tsv`, `model.ckpt-N`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from bert_finetune import modeling, outputs, tokenization
+from bert_finetune.data import features as feature_lib
+from bert_finetune.data import tfrecord
+from bert_finetune.data.examples import DataProcessor, PaddingInputExample
+from bert_finetune.errors import UserError
+from bert_finetune.fileio import ensure_output_dir
+from bert_finetune.heads import ClassifierHead
+from bert_finetune.runner import distribute, loops, metrics
+
+RUN_FLAGS_FILE = "run_flags.json"
+LABELS_FILE = "label_list.txt"
+TRAIN_SEED = 12345
+
+
+@dataclasses.dataclass
+class ClassifyOptions:
+    """The flags of run_classifier.py (same names and defaults) plus our additions."""
+
+    data_dir: str | None = None
+    bert_config_file: str | None = None
+    task_name: str | None = None
+    vocab_file: str | None = None
+    output_dir: str | None = None
+    init_checkpoint: str | None = None
+    do_lower_case: bool = True
+    max_seq_length: int = 128
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    train_batch_size: int = 32
+    eval_batch_size: int = 8
+    predict_batch_size: int = 8
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 3.0
+    warmup_proportion: float = 0.1
+    save_checkpoints_steps: int = 1000
+    iterations_per_loop: int = 1000
+    use_tpu: bool = False
+    tpu_name: str | None = None
+    tpu_zone: str | None = None
+    gcp_project: str | None = None
+    master: str | None = None
+    num_tpu_cores: int = 8
+    # Additions.
+    keep_checkpoint_max: int = 5
+    compute_dtype: str = "float32"
+    use_xla: bool = False
+    distribution_strategy: str = "auto"
+    use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
+
+
+class ClassifierModel(tf.Module):
+    """BERT + the classification head; the runner's task (see runner/loops.py)."""
+
+    def __init__(self, bert_config: modeling.BertConfig, num_labels: int, is_regression: bool,
+                 use_one_hot_embeddings: bool = False, compute_dtype: str = "float32"):
+        super().__init__(name="classifier_model")
+        self.bert = modeling.BertModel(bert_config, use_one_hot_embeddings, compute_dtype)
+        self.head = ClassifierHead(num_labels, bert_config.hidden_size, is_regression,
+                                   bert_config.initializer_range)
+        self.is_regression = is_regression
+
+    def variables_by_name(self) -> dict[str, tf.Variable]:
+        names = self.bert.variables_by_name()
+        names.update(self.head.variables_by_name())
+        return names
+
+    def forward(self, features: dict, training: bool):
+        """Returns (per_example_loss [B], logits [B, C], predictions)."""
+        out = self.bert(features["input_ids"], features["input_mask"], features["segment_ids"],
+                        training=training)
+        logits = self.head.logits(out["pooled_output"], training)
+        per_example_loss, predictions = self.head.loss_and_predictions(logits,
+                                                                       features["label_ids"])
+        return per_example_loss, logits, predictions
+
+    def per_example_loss(self, features: dict, training: bool) -> tf.Tensor:
+        return self.forward(features, training)[0]
+
+    def predict(self, features: dict) -> dict[str, tf.Tensor]:
+        per_example_loss, _, predictions = self.forward(features, training=False)
+        return {"per_example_loss": per_example_loss, "predictions": predictions,
+                "label_ids": features["label_ids"],
+                "is_real_example": features["is_real_example"]}
+
+
+def create_model(model: ClassifierModel, is_training: bool, input_ids, input_mask, segment_ids,
+                 labels):
+    """The original's `create_model`: returns (loss, per_example_loss, logits, probabilities).
+
+    TF2 keeps variables in objects, so it takes the `ClassifierModel` holding them.
+    """
+    features = {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+                "label_ids": labels}
+    per_example_loss, logits, predictions = model.forward(features, is_training)
+    return tf.reduce_mean(per_example_loss), per_example_loss, logits, predictions
+
+
+# -- validation --------------------------------------------------------------------------------
+def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
+    """Every problem with the options, checked before any heavy work (empty list when fine)."""
+    problems = []
+    if not (opts.do_train or opts.do_eval or opts.do_predict):
+        problems.append("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
+    for name in ("data_dir", "bert_config_file", "task_name", "vocab_file", "output_dir"):
+        if not getattr(opts, name):
+            problems.append(f"--{name} is required")
+    if opts.task_name and opts.task_name.lower() not in processors:
+        problems.append(f"--task_name={opts.task_name}: task not found; valid tasks: "
+                        f"{', '.join(sorted(processors))}")
+    for name in ("max_seq_length", "train_batch_size", "eval_batch_size", "predict_batch_size",
+                 "save_checkpoints_steps", "iterations_per_loop", "num_tpu_cores"):
+        if getattr(opts, name) <= 0:
+            problems.append(f"--{name}={getattr(opts, name)} must be positive")
+    if opts.max_seq_length < 3 and opts.max_seq_length > 0:
+        problems.append(f"--max_seq_length={opts.max_seq_length} leaves no room for text "
+                        "([CLS] and [SEP] take 2)")
+    if opts.do_train and opts.num_train_epochs <= 0:
+        problems.append(f"--num_train_epochs={opts.num_train_epochs} must be positive")
+    if opts.do_train and opts.learning_rate <= 0:
+        problems.append(f"--learning_rate={opts.learning_rate} must be positive")
+    if not 0.0 <= opts.warmup_proportion <= 1.0:
+        problems.append(f"--warmup_proportion={opts.warmup_proportion} must be in [0, 1]")
+    if opts.compute_dtype not in ("float32", "bfloat16", "float16"):
+        problems.append(f"--compute_dtype={opts.compute_dtype}: use float32, bfloat16 or float16")
+    if opts.distribution_strategy not in distribute.STRATEGIES:
+        problems.append(f"--distribution_strategy={opts.distribution_strategy}: use one of "
+                        f"{', '.join(distribute.STRATEGIES)}")
+    if opts.use_tpu and not (opts.tpu_name or opts.master):
+        problems.append("--use_tpu=true needs --tpu_name (or --master)")
+    if opts.data_dir and not tf.io.gfile.isdir(opts.data_dir):
+        problems.append(f"--data_dir={opts.data_dir}: directory not found")
+    if opts.output_dir and tf.io.gfile.exists(opts.output_dir) and not tf.io.gfile.isdir(
+            opts.output_dir):
+        problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
+    config = None
+    if opts.bert_config_file:
+        try:
+            config = modeling.BertConfig.from_json_file(opts.bert_config_file)
+        except UserError as e:
+            problems.append(f"--bert_config_file: {e}")
+    if config is not None and opts.max_seq_length > config.max_position_embeddings:
+        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
+                        f"was only trained up to sequence length {config.max_position_embeddings} "
+                        f"(--max_seq_length, {opts.bert_config_file})")
+    if opts.vocab_file:
+        try:
+            vocab = tokenization.load_vocab(opts.vocab_file)
+        except UserError as e:
+            problems.append(f"--vocab_file: {e}")
+        else:
+            if config is not None and len(vocab) > config.vocab_size:
+                problems.append(f"--vocab_file={opts.vocab_file} has {len(vocab)} tokens but "
+                                f"{opts.bert_config_file} says vocab_size={config.vocab_size}: "
+                                "vocab and config do not belong together")
+            for token in ("[CLS]", "[SEP]"):
+                if token not in vocab:
+                    problems.append(f"--vocab_file={opts.vocab_file} has no {token} token")
+    if opts.init_checkpoint:
+        try:
+            from bert_finetune import checkpoints
+            checkpoints.resolve_checkpoint(opts.init_checkpoint)
+        except UserError as e:
+            problems.append(str(e))
+    try:
+        tokenization.validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
+    except UserError as e:
+        problems.append(str(e))
+    return problems
+
+
+# -- the run -----------------------------------------------------------------------------------
+def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: list,
+                task_flags: dict | None) -> None:
+    """Writes what the run was made from, so predict/export need no repeated flags."""
+    out = opts.output_dir
+    record = dataclasses.asdict(opts)
+    record["task_flags"] = dict(task_flags or {})
+    loops.write_run_file(out, RUN_FLAGS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    config.to_json_file(os.path.join(out, "bert_config.json"))
+    loops.write_run_file(out, LABELS_FILE, "".join(f"{x}\n" for x in label_list))
+    loops.write_run_file(out, tokenization.SIDECAR_NAME,
+                         "true\n" if opts.do_lower_case else "false\n")
+    vocab_copy = os.path.join(out, "vocab.txt")
+    if os.path.abspath(opts.vocab_file) != os.path.abspath(vocab_copy):
+        tf.io.gfile.copy(opts.vocab_file, vocab_copy, overwrite=True)
+
+
+def _pad(examples: list, batch_size: int) -> list:
+    """Pads with PaddingInputExample to a multiple of batch_size (fixed shapes, as on TPU)."""
+    padded = list(examples)
+    while len(padded) % batch_size:
+        padded.append(PaddingInputExample())
+    return padded
+
+
+class _Context:
+    """What every phase of one run shares."""
+
+    def __init__(self, opts: ClassifyOptions, processor: DataProcessor):
+        self.opts = opts
+        self.processor = processor
+        self.is_regression = bool(getattr(processor, "is_regression", False))
+        self.config = modeling.BertConfig.from_json_file(opts.bert_config_file)
+        self.tokenizer = tokenization.FullTokenizer(opts.vocab_file, opts.do_lower_case)
+        self.strategy = distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone,
+                                                opts.gcp_project, opts.master,
+                                                opts.distribution_strategy)
+        self.chief = distribute.is_chief(self.strategy)
+        self.static_shapes = opts.use_tpu or opts.use_xla
+        # Non-chief workers keep their record files out of output_dir.
+        self.record_dir = opts.output_dir if self.chief else tempfile.mkdtemp(prefix="bert_w_")
+        one_hot = opts.use_one_hot_embeddings
+        self.use_one_hot = opts.use_tpu if one_hot is None else one_hot
+
+    def label_list(self, train_examples=None) -> list:
+        return self.processor.get_labels()
+
+    def build_model(self, num_labels: int) -> ClassifierModel:
+        with self.strategy.scope():
+            return ClassifierModel(self.config, num_labels, self.is_regression,
+                                   self.use_one_hot, self.opts.compute_dtype)
+
+    def write_records(self, examples: list, label_list: list, name: str) -> tuple[str, int]:
+        path = os.path.join(self.record_dir, name)
+        fingerprint = {"vocab_file": self.opts.vocab_file, "do_lower_case": self.opts.do_lower_case}
+        count = feature_lib.cached_convert_examples_to_features(
+            examples, label_list, self.opts.max_seq_length, self.tokenizer, path, fingerprint,
+            is_regression=self.is_regression)
+        return path, count
+
+    def dataset(self, path: str, batch_size: int) -> tf.data.Dataset:
+        input_fn = tfrecord.file_based_input_fn_builder(
+            path, self.opts.max_seq_length, is_training=False, drop_remainder=self.static_shapes,
+            is_regression=self.is_regression)
+        return input_fn({"batch_size": batch_size})
+
+
+def run(opts: ClassifyOptions, processor: DataProcessor, task_flags: dict | None = None) -> dict:
+    """Trains / evaluates / predicts as the flags say. Returns the eval results (if any)."""
+    ensure_output_dir(opts.output_dir)
+    ctx = _Context(opts, processor)
+    train_examples = processor.get_train_examples(opts.data_dir) if opts.do_train else None
+    label_list = processor.get_labels()
+    num_labels = len(label_list)
+    if ctx.chief:
+        _record_run(opts, ctx.config, label_list, task_flags)
+    model = ctx.build_model(num_labels)
+    results: dict = {}
+    try:
+        if opts.do_train:
+            _train(ctx, model, train_examples, label_list)
+        if opts.do_eval and ctx.chief:
+            results = _evaluate(ctx, model, label_list)
+        if opts.do_predict and ctx.chief:
+            _predict(ctx, model, label_list)
+    finally:
+        if not ctx.chief:
+            shutil.rmtree(ctx.record_dir, ignore_errors=True)
+    return results
+
+
+def _train(ctx: _Context, model: ClassifierModel, examples: list, label_list: list) -> None:
+    opts = ctx.opts
+    if not examples:
+        raise UserError(f"--data_dir={opts.data_dir}: the task's train file has no examples")
+    num_train_steps = int(len(examples) / opts.train_batch_size * opts.num_train_epochs)
+    num_warmup_steps = int(num_train_steps * opts.warmup_proportion)
+    if num_train_steps <= 0:
+        raise UserError(f"{len(examples)} train examples, --train_batch_size="
+                        f"{opts.train_batch_size} and --num_train_epochs={opts.num_train_epochs} "
+                        "make zero training steps")
+    path, _ = ctx.write_records(examples, label_list, "train.tf_record")
+    logging.info("***** Running training *****")
+    logging.info("  Num examples = %d", len(examples))
+    logging.info("  Batch size = %d", opts.train_batch_size)
+    logging.info("  Num steps = %d", num_train_steps)
+    train_opts = loops.TrainOptions(
+        output_dir=opts.output_dir, train_batch_size=opts.train_batch_size,
+        num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
+        learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
+        iterations_per_loop=opts.iterations_per_loop,
+        keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
+        use_xla=opts.use_xla)
+    trainer = loops.Trainer(ctx.strategy, model, train_opts)
+
+    def dataset_fn(input_context: tf.distribute.InputContext, start_step: int):
+        input_fn = tfrecord.file_based_input_fn_builder(
+            path, opts.max_seq_length, is_training=True, drop_remainder=True,
+            is_regression=ctx.is_regression, seed=TRAIN_SEED, skip_batches=start_step,
+            input_context=input_context)
+        return input_fn({"batch_size": input_context.get_per_replica_batch_size(
+            opts.train_batch_size)})
+
+    trainer.train(dataset_fn)
+
+
+def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list: list,
+               name: str, batch_size: int) -> tuple[dict, int, int]:
+    """Writes `name` records and runs the model on them; returns (outputs, step, num_real)."""
+    num_real = len(examples)
+    if ctx.static_shapes:
+        examples = _pad(examples, batch_size)
+    path, _ = ctx.write_records(examples, label_list, name)
+    logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), num_real,
+                 len(examples) - num_real)
+    logging.info("  Batch size = %d", batch_size)
+    step = loops.restore_for_inference(model.variables_by_name(), ctx.opts.output_dir,
+                                       ctx.opts.init_checkpoint)
+    return loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size)), step, num_real
+
+
+def _evaluate(ctx: _Context, model: ClassifierModel, label_list: list) -> dict:
+    opts = ctx.opts
+    examples = ctx.processor.get_dev_examples(opts.data_dir)
+    if not examples:
+        raise UserError(f"--data_dir={opts.data_dir}: the task's dev file has no examples")
+    logging.info("***** Running evaluation *****")
+    out, step, _ = _inference(ctx, model, examples, label_list, "eval.tf_record",
+                              opts.eval_batch_size)
+    weights = out["is_real_example"].astype(np.float32)
+    per_example_loss = out["per_example_loss"]
+    # "loss" is what TPUEstimator reported: the mean over batches of each batch's mean loss
+    # (padding included); "eval_loss" is the mean over real examples.
+    batch_means = [per_example_loss[i:i + opts.eval_batch_size].mean()
+                   for i in range(0, len(per_example_loss), opts.eval_batch_size)]
+    results: dict = {
+        "eval_loss": np.float32(np.sum(per_example_loss * weights) / max(weights.sum(), 1.0)),
+        "loss": np.float32(np.mean(batch_means)),
+        "global_step": np.int64(step),
+    }
+    if ctx.is_regression:
+        results.update(metrics.regression_metrics(out["label_ids"], out["predictions"], weights))
+    else:
+        results.update(metrics.classification_metrics(
+            opts.task_name, out["label_ids"], out["predictions"], weights))
+    outputs.write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)
+    return results
+
+
+def _predict(ctx: _Context, model: ClassifierModel, label_list: list) -> None:
+    opts = ctx.opts
+    examples = ctx.processor.get_test_examples(opts.data_dir)
+    if not examples:
+        raise UserError(f"--data_dir={opts.data_dir}: the task's test file has no examples")
+    logging.info("***** Running prediction*****")
+    out, _, num_real = _inference(ctx, model, examples, label_list, "predict.tf_record",
+                                  opts.predict_batch_size)
+    predictions = out["predictions"]
+    outputs.write_test_results(os.path.join(opts.output_dir, "test_results.tsv"), predictions,
+                               num_real)
+    outputs.write_predictions_jsonl(
+        os.path.join(opts.output_dir, "predictions.jsonl"), [e.guid for e in examples],
+        label_list, predictions, num_real, is_regression=ctx.is_regression)

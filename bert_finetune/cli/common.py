@@ -1,0 +1,43 @@
+"""What every console script shares: one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from absl import app, flags, logging
+
+from bert_finetune.errors import UserError
+
+
+def fail(program: str, message: str) -> NoReturn:
+    """Prints `program: error: message` on one line to stderr and exits 1."""
+    sys.stderr.write(f"{program}: error: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()
+    sys.exit(1)
+
+
+def run_main(program: str, main: Callable[[list[str]], None]) -> None:
+    """`absl.app.run(main)`; bad flags and UserError become one stderr line and exit 1."""
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:  # absl's own message spans two lines
+            fail(program, str(e))
+
+    def wrapped(argv: list[str]) -> None:
+        logging.set_verbosity(logging.INFO)
+        if len(argv) > 1:
+            fail(program, f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            main(argv)
+        except UserError as e:
+            fail(program, str(e))
+        except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as e:
+            fail(program, f"{e.filename}: {e.strerror}")
+        except KeyboardInterrupt:
+            fail(program, "interrupted; a rerun resumes from the last checkpoint")
+
+    app.run(wrapped, flags_parser=parse)

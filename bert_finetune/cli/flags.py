@@ -1,0 +1,73 @@
+"""Flags shared by the console scripts, with the original scripts' names and defaults."""
+
+from __future__ import annotations
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_model_flags() -> None:
+    """bert_config_file, vocab_file, init_checkpoint, do_lower_case, max_seq_length, output_dir."""
+    flags.DEFINE_string(
+        "bert_config_file", None,
+        "The config json file corresponding to the pre-trained BERT model. "
+        "This specifies the model architecture.")
+    flags.DEFINE_string("vocab_file", None,
+                        "The vocabulary file that the BERT model was trained on.")
+    flags.DEFINE_string(
+        "output_dir", None,
+        "The output directory where the model checkpoints will be written.")
+    flags.DEFINE_string(
+        "init_checkpoint", None,
+        "Initial checkpoint (usually from a pre-trained BERT model): a prefix such as "
+        ".../bert_model.ckpt or a directory (its latest checkpoint).")
+    flags.DEFINE_bool(
+        "do_lower_case", True,
+        "Whether to lower case the input text. Should be True for uncased "
+        "models and False for cased models.")
+    flags.DEFINE_integer(
+        "max_seq_length", 128,
+        "The maximum total input sequence length after WordPiece tokenization. "
+        "Sequences longer than this will be truncated, and sequences shorter "
+        "than this will be padded.")
+
+
+def define_runner_flags() -> None:
+    """Checkpointing, TPU and distribution flags."""
+    flags.DEFINE_integer("save_checkpoints_steps", 1000,
+                         "How often to save the model checkpoint.")
+    flags.DEFINE_integer("iterations_per_loop", 1000,
+                         "How many steps to make in each estimator call (here: in each "
+                         "tf.function call of the training loop).")
+    flags.DEFINE_bool("use_tpu", False, "Whether to use TPU or GPU/CPU.")
+    flags.DEFINE_string(
+        "tpu_name", None,
+        "The Cloud TPU to use for training. This should be either the name "
+        "used when creating the Cloud TPU, or a grpc://ip.address.of.tpu:8470 url.")
+    flags.DEFINE_string(
+        "tpu_zone", None,
+        "[Optional] GCE zone where the Cloud TPU is located in. If not "
+        "specified, we will attempt to automatically detect the GCE project from metadata.")
+    flags.DEFINE_string(
+        "gcp_project", None,
+        "[Optional] Project name for the Cloud TPU-enabled project. If not "
+        "specified, we will attempt to automatically detect the GCE project from metadata.")
+    flags.DEFINE_string("master", None, "[Optional] TensorFlow master URL.")
+    flags.DEFINE_integer(
+        "num_tpu_cores", 8,
+        "Only used if `use_tpu` is True. Total number of TPU cores to use "
+        "(TPUStrategy uses every core of the TPU it connects to).")
+    flags.DEFINE_integer("keep_checkpoint_max", 5, "How many model.ckpt-N to keep (newest).")
+    flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "float16"],
+                      "Activation dtype (mixed precision); variables stay float32.")
+    flags.DEFINE_bool("use_xla", False, "Compile the training step with XLA (jit_compile).")
+    flags.DEFINE_enum("distribution_strategy", "auto",
+                      ["auto", "default", "mirrored", "multi_worker", "tpu"],
+                      "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names several "
+                      "workers, Mirrored if several GPUs, else the default strategy.")
+
+
+def explicitly_set(name: str) -> bool:
+    """Whether the flag was given on the command line (or in a --flagfile)."""
+    return FLAGS[name].present > 0

@@ -1,0 +1,236 @@
+"""Task-agnostic train / inference loops on tf.distribute, with original-name checkpoints.
+
+A *task* is any object with
+  `variables_by_name() -> {original name: tf.Variable}` (every trainable variable),
+  `per_example_loss(features, training) -> [B] float32`, and
+  `predict(features) -> {name: [B, ...] tensor}` (no dropout).
+It must be built under `strategy.scope()`. How TPUEstimator's concepts map here:
+`model_fn` -> the task; `iterations_per_loop` -> steps run inside one `tf.function` call;
+`RunConfig.save_checkpoints_steps` -> `TrainOptions.save_checkpoints_steps`; checkpoints keep
+TPUEstimator's `model.ckpt-N` files and variable names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from bert_finetune import checkpoints, optimization
+from bert_finetune.runner.distribute import is_chief, is_tpu
+
+DatasetFn = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    output_dir: str
+    train_batch_size: int  # global batch size, over all replicas
+    num_train_steps: int
+    num_warmup_steps: int
+    learning_rate: float
+    save_checkpoints_steps: int = 1000
+    iterations_per_loop: int = 1000
+    keep_checkpoint_max: int = 5
+    init_checkpoint: str | None = None
+    use_xla: bool = False
+    clip_norm: float = 1.0
+
+
+def _summary_writer(directory: str, chief: bool):
+    return tf.summary.create_file_writer(directory) if chief else tf.summary.create_noop_writer()
+
+
+class Trainer:
+    """Trains a task with AdamWeightDecay; checkpoints as `model.ckpt-N`; resumes automatically."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, task, options: TrainOptions):
+        self.strategy = strategy
+        self.task = task
+        self.options = options
+        self.chief = is_chief(strategy)
+        self._variables = task.variables_by_name()
+        with strategy.scope():
+            self.global_step = tf.Variable(
+                0, dtype=tf.int64, name="global_step", trainable=False,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.optimizer = optimization.create_optimizer(
+                self._variables, options.learning_rate, options.num_train_steps,
+                options.num_warmup_steps)
+        saved = dict(self._variables)
+        saved.update(self.optimizer.slot_variables())
+        saved["global_step"] = self.global_step
+        self.saver = checkpoints.CheckpointSaver(saved, max_to_keep=options.keep_checkpoint_max)
+
+    # -- state -------------------------------------------------------------------------------
+    def restore_or_initialize(self) -> int:
+        """Resumes from the latest checkpoint in output_dir, else initialises from init_checkpoint.
+
+        Returns the global step to continue from.
+        """
+        latest = tf.train.latest_checkpoint(self.options.output_dir)
+        if latest:
+            logging.info("Resuming from %s", latest)
+            self.saver.restore(latest)
+        elif self.options.init_checkpoint:
+            checkpoints.init_from_checkpoint(self._variables, self.options.init_checkpoint)
+        return int(self.global_step.numpy())
+
+    # -- the step ----------------------------------------------------------------------------
+    def _build_loop(self):
+        strategy, task, opts = self.strategy, self.task, self.options
+        names = list(self._variables)
+        variables = [self._variables[n] for n in names]
+        batch = float(opts.train_batch_size)
+
+        def grads_fn(features):
+            with tf.GradientTape() as tape:
+                per_example = task.per_example_loss(features, training=True)  # [b]
+                # Sum over this replica / global batch: summed over replicas it is the mean loss.
+                loss = tf.reduce_sum(per_example) / batch
+            grads = tape.gradient(loss, variables)
+            return loss, [tf.convert_to_tensor(g) if g is not None else tf.zeros_like(v)
+                          for g, v in zip(grads, variables, strict=True)]
+
+        if opts.use_xla and not is_tpu(strategy):  # TPU compiles everything anyway
+            grads_fn = tf.function(grads_fn, jit_compile=True)
+
+        def step_fn(features):
+            loss, grads = grads_fn(features)
+            ctx = tf.distribute.get_replica_context()
+            # Clip the aggregated gradient: N replicas behave as one with the same global batch.
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            grads, _ = tf.clip_by_global_norm(grads, opts.clip_norm)
+            self.optimizer.apply_gradients(list(zip(grads, names, strict=True)),
+                                           self.global_step)
+            return loss
+
+        @tf.function
+        def train_steps(iterator, num_steps):
+            total = tf.constant(0.0)
+            for _ in tf.range(num_steps):
+                per_replica = strategy.run(step_fn, args=(next(iterator),))
+                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+                self.global_step.assign_add(1)
+            return total / tf.cast(num_steps, tf.float32)
+
+        return train_steps
+
+    def train(self, dataset_fn: DatasetFn) -> dict[str, float]:
+        """Trains until `num_train_steps`. `dataset_fn(input_context, skip_batches)` -> batches.
+
+        Returns {"global_step", "loss"}; "loss" is the mean loss of the last loop.
+        """
+        opts = self.options
+        start = self.restore_or_initialize()
+        if start >= opts.num_train_steps:
+            logging.info("Training already complete: the checkpoint in %s is at step %d of %d; "
+                         "nothing to train.", opts.output_dir, start, opts.num_train_steps)
+            return {"global_step": start, "loss": float("nan")}
+        if start:
+            logging.info("Continuing training at step %d of %d", start, opts.num_train_steps)
+        dist = self.strategy.distribute_datasets_from_function(
+            lambda ctx: dataset_fn(ctx, start))
+        iterator = iter(dist)
+        train_steps = self._build_loop()
+        writer = _summary_writer(opts.output_dir, self.chief)
+        step, loss = start, float("nan")
+        began = time.time()
+        while step < opts.num_train_steps:
+            next_save = (step // opts.save_checkpoints_steps + 1) * opts.save_checkpoints_steps
+            n = min(opts.iterations_per_loop, next_save - step, opts.num_train_steps - step)
+            t0 = time.time()
+            loss = float(train_steps(iterator, tf.constant(n, tf.int32)).numpy())
+            elapsed = time.time() - t0
+            step = int(self.global_step.numpy())
+            examples_per_sec = n * opts.train_batch_size / max(elapsed, 1e-9)
+            rate = (step - start) / max(time.time() - began, 1e-9)
+            eta = (opts.num_train_steps - step) / max(rate, 1e-9)
+            lr = float(self.optimizer.learning_rate_at(step - 1).numpy())
+            logging.info("step %d/%d  loss = %.5f  lr = %.3g  examples/sec = %.1f  ETA %s",
+                         step, opts.num_train_steps, loss, lr, examples_per_sec, _hms(eta))
+            with writer.as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("learning_rate", lr)
+                tf.summary.scalar("examples/sec", examples_per_sec)
+                tf.summary.scalar("global_step/sec", n / max(elapsed, 1e-9))
+            if step % opts.save_checkpoints_steps == 0 or step >= opts.num_train_steps:
+                self.save(step)
+        writer.flush()
+        return {"global_step": step, "loss": loss}
+
+    def save(self, step: int) -> None:
+        if self.chief:
+            self.saver.save(self.options.output_dir, step)
+
+
+def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
+                          init_checkpoint: str | None) -> int:
+    """Loads the latest fine-tuned checkpoint of output_dir, else init_checkpoint (encoder only).
+
+    Returns the global step of the checkpoint used (0 for init_checkpoint / fresh weights).
+    """
+    latest = tf.train.latest_checkpoint(output_dir) if tf.io.gfile.isdir(output_dir) else None
+    if latest:
+        logging.info("Using fine-tuned checkpoint %s", latest)
+        checkpoints.init_from_checkpoint(variables, latest, required=list(variables))
+        reader = tf.train.load_checkpoint(latest)
+        if reader.has_tensor("global_step"):
+            return int(reader.get_tensor("global_step"))
+        return 0
+    if init_checkpoint:
+        logging.warning("No fine-tuned checkpoint in %s: predicting with %s and an untrained "
+                        "head", output_dir, init_checkpoint)
+        checkpoints.init_from_checkpoint(variables, init_checkpoint)
+    else:
+        logging.warning("No checkpoint at all: predicting with random weights")
+    return 0
+
+
+def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset
+                  ) -> dict[str, np.ndarray]:
+    """Runs `task.predict` on every batch of `dataset` (global batches, in order).
+
+    Batches are split across replicas in order and gathered back, so row i of every output
+    is example i. Under MultiWorkerMirroredStrategy each worker runs it locally.
+    """
+    use_strategy = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if use_strategy:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+        @tf.function
+        def step(features):
+            outputs = strategy.run(task.predict, args=(features,))
+            return tf.nest.map_structure(
+                lambda t: tf.concat(strategy.experimental_local_results(t), axis=0), outputs)
+    else:
+        dist = dataset
+        step = tf.function(task.predict)
+    chunks: list[dict[str, np.ndarray]] = []
+    for features in dist:
+        chunks.append({k: v.numpy() for k, v in step(features).items()})
+    if not chunks:
+        return {}
+    return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def write_run_file(output_dir: str, name: str, text: str) -> str:
+    """Writes a small text file into output_dir atomically; returns its path."""
+    path = os.path.join(output_dir, name)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return path

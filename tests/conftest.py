@@ -1,0 +1,66 @@
+"""Shared fixtures: the repo, ../shared, the real MiniLM weights and a tiny BERT config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+WEIGHTS_CACHE = REPO / ".cache" / "weights"
+
+# Odd sizes expose mixed-up axes (STYLE.md).
+TINY_CONFIG = {
+    "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 5, "num_attention_heads": 4,
+    "intermediate_size": 37, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
+
+def require_shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return require_shared()
+
+
+@pytest.fixture(scope="session")
+def minilm_weights() -> Path:
+    """Materialises the real all-MiniLM-L6-v2 weights into .cache/weights (skip without shared).
+
+    If ../shared is there and the tool fails, that is a failure: a skipped parity test proves
+    nothing.
+    """
+    shared = require_shared()
+    proc = subprocess.run(
+        [sys.executable, str(shared / "tools" / "minilm-weights"), str(WEIGHTS_CACHE)],
+        capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"minilm-weights failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return WEIGHTS_CACHE
+
+
+@pytest.fixture(scope="session")
+def minilm_google(minilm_weights: Path) -> Path:
+    return minilm_weights / "all-MiniLM-L6-v2-google-ckpt"
+
+
+@pytest.fixture(scope="session")
+def minilm_hf(minilm_weights: Path) -> Path:
+    return minilm_weights / "all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bert_config.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path
