@@ -336,15 +336,7 @@ def test_cli_unknown_flag_is_one_line_error():
 
 # ---------------------------------------------------------------- real weights (all-MiniLM-L6-v2)
 
-@pytest.fixture(scope="session")
-def minilm_weights() -> Path:
-    """The shared tool's HF and Google forms of all-MiniLM-L6-v2, in the project's cache."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent")
-    cache = REPO / ".cache" / "weights"
-    subprocess.run([sys.executable, str(SHARED / "tools" / "minilm-weights"), str(cache)],
-                   check=True)
-    return cache
+# `minilm_weights` comes from conftest.py.
 
 
 def test_minilm_matches_reference_checkpoint(tmp_path, minilm_weights):

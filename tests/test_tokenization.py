@@ -5,8 +5,6 @@ casing-check errors."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -420,19 +418,7 @@ def test_read_do_lower_case_sidecar(tmp_path):
 # --------------------------------------------------------------------------- real vocab parity
 
 
-@pytest.fixture(scope="session")
-def minilm_weights() -> Path:
-    """The all-MiniLM-L6-v2 files, made by the shared tool into the project's git-ignored cache."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent")
-    cache = REPO / ".cache" / "weights"
-    tool = SHARED / "tools" / "minilm-weights"
-    proc = subprocess.run([sys.executable, str(tool), str(cache)], capture_output=True, text=True)
-    if proc.returncode != 0:  # a failing tool is a failure, never a skip
-        pytest.fail(
-            f"{tool} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
-        )
-    return cache
+# `minilm_weights` comes from conftest.py.
 
 
 def _truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_length: int) -> None:
