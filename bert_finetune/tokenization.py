@@ -64,6 +64,17 @@ def _sidecar_path(path: str) -> str:
     return os.path.join(os.path.dirname(path), SIDECAR_NAME)
 
 
+def _open_binary(path: str):
+    """open(path, "rb"), through tf.io.gfile for `gs://`-style paths (as the original did)."""
+    if "://" in path:
+        import tensorflow as tf  # only for remote paths: local reads stay light
+
+        if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+            raise OSError("no such file")
+        return tf.io.gfile.GFile(path, "rb")
+    return open(path, "rb")
+
+
 def read_do_lower_case_sidecar(path: str) -> bool | None:
     """Reads `do_lower_case.txt` (`true`/`false`) for a checkpoint, vocab file or directory.
 
@@ -151,7 +162,7 @@ def load_vocab(vocab_file: str) -> collections.OrderedDict[str, int]:
     """
     vocab_file = os.fspath(vocab_file)
     try:
-        with open(vocab_file, "rb") as f:
+        with _open_binary(vocab_file) as f:
             data = f.read()
     except OSError as e:
         raise UserError(f"vocab file {vocab_file}: cannot read it: {e.strerror or e}") from e
