@@ -192,18 +192,22 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
 # -- the run -----------------------------------------------------------------------------------
 def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: list,
                 task_flags: dict | None) -> None:
-    """Writes what the run was made from, so predict/export need no repeated flags."""
+    """Writes what the run was made from, so predict/export need no repeated flags.
+
+    run_flags.json goes last: its presence tells a later run that the record is complete.
+    """
     out = opts.output_dir
-    record = dataclasses.asdict(opts)
-    record["task_flags"] = dict(task_flags or {})
-    loops.write_run_file(out, RUN_FLAGS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     config.to_json_file(os.path.join(out, "bert_config.json"))
     loops.write_run_file(out, LABELS_FILE, "".join(f"{x}\n" for x in label_list))
     loops.write_run_file(out, tokenization.SIDECAR_NAME,
                          "true\n" if opts.do_lower_case else "false\n")
     vocab_copy = os.path.join(out, "vocab.txt")
     if os.path.abspath(opts.vocab_file) != os.path.abspath(vocab_copy):
-        tf.io.gfile.copy(opts.vocab_file, vocab_copy, overwrite=True)
+        tf.io.gfile.copy(opts.vocab_file, vocab_copy + ".tmp", overwrite=True)
+        tf.io.gfile.rename(vocab_copy + ".tmp", vocab_copy, overwrite=True)
+    record = dataclasses.asdict(opts)
+    record["task_flags"] = dict(task_flags or {})
+    loops.write_run_file(out, RUN_FLAGS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _pad(examples: list, batch_size: int) -> list:
@@ -233,9 +237,6 @@ class _Context:
         one_hot = opts.use_one_hot_embeddings
         self.use_one_hot = opts.use_tpu if one_hot is None else one_hot
 
-    def label_list(self, train_examples=None) -> list:
-        return self.processor.get_labels()
-
     def build_model(self, num_labels: int) -> ClassifierModel:
         with self.strategy.scope():
             return ClassifierModel(self.config, num_labels, self.is_regression,
@@ -256,41 +257,72 @@ class _Context:
         return input_fn({"batch_size": batch_size})
 
 
+@dataclasses.dataclass
+class _Data:
+    """The examples one run needs, read (and so checked) before anything is written."""
+
+    label_list: list
+    train: list | None = None
+    dev: list | None = None
+    test: list | None = None
+    num_train_steps: int = 0
+
+
+def _read_data(opts: ClassifyOptions, processor: DataProcessor) -> _Data:
+    """Reads every file the do_* flags need: a bad row fails the run before output_dir is touched.
+
+    The original read the dev and test files only after training, so a typo in dev.tsv
+    surfaced hours into a run.
+    """
+    # Train first: a generic task infers its labels from the train file.
+    train = processor.get_train_examples(opts.data_dir) if opts.do_train else None
+    data = _Data(label_list=processor.get_labels(), train=train)
+    if opts.do_eval:
+        data.dev = processor.get_dev_examples(opts.data_dir)
+    if opts.do_predict:
+        data.test = processor.get_test_examples(opts.data_dir)
+    for split in ("train", "dev", "test"):
+        if getattr(data, split) is not None and not getattr(data, split):
+            raise UserError(f"--data_dir={opts.data_dir}: the task's {split} file has no examples")
+    if train is not None:
+        data.num_train_steps = int(len(train) / opts.train_batch_size * opts.num_train_epochs)
+        if data.num_train_steps <= 0:
+            raise UserError(f"{len(train)} train examples, --train_batch_size="
+                            f"{opts.train_batch_size} and --num_train_epochs="
+                            f"{opts.num_train_epochs} make zero training steps")
+    return data
+
+
 def run(opts: ClassifyOptions, processor: DataProcessor, task_flags: dict | None = None) -> dict:
     """Trains / evaluates / predicts as the flags say. Returns the eval results (if any)."""
-    ensure_output_dir(opts.output_dir)
+    data = _read_data(opts, processor)
     ctx = _Context(opts, processor)
-    train_examples = processor.get_train_examples(opts.data_dir) if opts.do_train else None
-    label_list = processor.get_labels()
-    num_labels = len(label_list)
-    if ctx.chief:
-        _record_run(opts, ctx.config, label_list, task_flags)
-    model = ctx.build_model(num_labels)
+    ensure_output_dir(opts.output_dir)
+    # An eval/predict-only run keeps the record of the run that trained the model (the one a
+    # later run without repeated flags must follow).
+    recorded = tf.io.gfile.exists(os.path.join(opts.output_dir, RUN_FLAGS_FILE))
+    if ctx.chief and (opts.do_train or not recorded):
+        _record_run(opts, ctx.config, data.label_list, task_flags)
+    model = ctx.build_model(len(data.label_list))
     results: dict = {}
     try:
         if opts.do_train:
-            _train(ctx, model, train_examples, label_list)
+            _train(ctx, model, data)
         if opts.do_eval and ctx.chief:
-            results = _evaluate(ctx, model, label_list)
+            results = _evaluate(ctx, model, data)
         if opts.do_predict and ctx.chief:
-            _predict(ctx, model, label_list)
+            _predict(ctx, model, data)
     finally:
         if not ctx.chief:
             shutil.rmtree(ctx.record_dir, ignore_errors=True)
     return results
 
 
-def _train(ctx: _Context, model: ClassifierModel, examples: list, label_list: list) -> None:
+def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
     opts = ctx.opts
-    if not examples:
-        raise UserError(f"--data_dir={opts.data_dir}: the task's train file has no examples")
-    num_train_steps = int(len(examples) / opts.train_batch_size * opts.num_train_epochs)
+    examples, num_train_steps = data.train, data.num_train_steps
     num_warmup_steps = int(num_train_steps * opts.warmup_proportion)
-    if num_train_steps <= 0:
-        raise UserError(f"{len(examples)} train examples, --train_batch_size="
-                        f"{opts.train_batch_size} and --num_train_epochs={opts.num_train_epochs} "
-                        "make zero training steps")
-    path, _ = ctx.write_records(examples, label_list, "train.tf_record")
+    path, _ = ctx.write_records(examples, data.label_list, "train.tf_record")
     logging.info("***** Running training *****")
     logging.info("  Num examples = %d", len(examples))
     logging.info("  Batch size = %d", opts.train_batch_size)
@@ -330,13 +362,10 @@ def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list
     return loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size)), step, num_real
 
 
-def _evaluate(ctx: _Context, model: ClassifierModel, label_list: list) -> dict:
+def _evaluate(ctx: _Context, model: ClassifierModel, data: _Data) -> dict:
     opts = ctx.opts
-    examples = ctx.processor.get_dev_examples(opts.data_dir)
-    if not examples:
-        raise UserError(f"--data_dir={opts.data_dir}: the task's dev file has no examples")
     logging.info("***** Running evaluation *****")
-    out, step, _ = _inference(ctx, model, examples, label_list, "eval.tf_record",
+    out, step, _ = _inference(ctx, model, data.dev, data.label_list, "eval.tf_record",
                               opts.eval_batch_size)
     weights = out["is_real_example"].astype(np.float32)
     per_example_loss = out["per_example_loss"]
@@ -358,11 +387,9 @@ def _evaluate(ctx: _Context, model: ClassifierModel, label_list: list) -> dict:
     return results
 
 
-def _predict(ctx: _Context, model: ClassifierModel, label_list: list) -> None:
+def _predict(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
     opts = ctx.opts
-    examples = ctx.processor.get_test_examples(opts.data_dir)
-    if not examples:
-        raise UserError(f"--data_dir={opts.data_dir}: the task's test file has no examples")
+    examples, label_list = data.test, data.label_list
     logging.info("***** Running prediction*****")
     out, _, num_real = _inference(ctx, model, examples, label_list, "predict.tf_record",
                                   opts.predict_batch_size)

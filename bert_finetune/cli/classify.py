@@ -78,6 +78,17 @@ def _recorded_run(output_dir: str | None) -> dict | None:
         raise UserError(f"{path}: cannot read the recorded run ({e})") from None
 
 
+def _recorded_labels(output_dir: str) -> list[str] | None:
+    path = os.path.join(output_dir, classify.LABELS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f] or None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read the recorded labels ({e})") from None
+
+
 def _options() -> tuple[classify.ClassifyOptions, dict]:
     """ClassifyOptions from the flags, completed from a recorded run in output_dir."""
     fields = {f.name for f in dataclasses.fields(classify.ClassifyOptions)}
@@ -95,6 +106,10 @@ def _options() -> tuple[classify.ClassifyOptions, dict]:
                 extra[name] = recorded["task_flags"][name]
             if not common_flags.explicitly_set(name) and name in recorded and name in values:
                 values[name] = recorded[name]
+        if not values["do_train"] and extra["labels"] is None and not extra["regression"]:
+            # Labels inferred at training time: the trained head's, not the data_dir's (which
+            # need not hold a train file at all).
+            extra["labels"] = _recorded_labels(out)
     return classify.ClassifyOptions(**values), extra
 
 
