@@ -336,10 +336,10 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
         use_xla=opts.use_xla)
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
 
-    def dataset_fn(input_context: tf.distribute.InputContext, start_step: int):
+    def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
         input_fn = tfrecord.file_based_input_fn_builder(
             path, opts.max_seq_length, is_training=True, drop_remainder=True,
-            is_regression=ctx.is_regression, seed=TRAIN_SEED, skip_batches=start_step,
+            is_regression=ctx.is_regression, seed=TRAIN_SEED, skip_batches=skip_batches,
             input_context=input_context)
         return input_fn({"batch_size": input_context.get_per_replica_batch_size(
             opts.train_batch_size)})

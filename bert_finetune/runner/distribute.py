@@ -81,3 +81,14 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def is_tpu(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public tf.distribute name (MultiWorkerMirroredStrategy's class is named otherwise)."""
+    for cls, name in ((tf.distribute.TPUStrategy, "TPUStrategy"),
+                      (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+                      (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+                      (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy")):
+        if isinstance(strategy, cls):
+            return name
+    return "default strategy"

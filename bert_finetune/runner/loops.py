@@ -22,8 +22,11 @@ import tensorflow as tf
 from absl import logging
 
 from bert_finetune import checkpoints, optimization
-from bert_finetune.runner.distribute import is_chief, is_tpu
+from bert_finetune.errors import UserError
+from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
 
+# dataset_fn(input_context, skip_batches) -> this input pipeline's per-replica batches, its first
+# skip_batches dropped (see Trainer.make_iterator).
 DatasetFn = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
 
 
@@ -47,7 +50,12 @@ def _summary_writer(directory: str, chief: bool):
 
 
 class Trainer:
-    """Trains a task with AdamWeightDecay; checkpoints as `model.ckpt-N`; resumes automatically."""
+    """Trains a task with AdamWeightDecay; checkpoints as `model.ckpt-N`; resumes automatically.
+
+    Under MultiWorkerMirroredStrategy every worker runs the same loop; only the chief writes
+    checkpoints and summaries, and `output_dir` must be storage every worker sees (as with
+    Estimator's model_dir) so that all of them resume from the same step.
+    """
 
     def __init__(self, strategy: tf.distribute.Strategy, task, options: TrainOptions):
         self.strategy = strategy
@@ -66,6 +74,11 @@ class Trainer:
         saved.update(self.optimizer.slot_variables())
         saved["global_step"] = self.global_step
         self.saver = checkpoints.CheckpointSaver(saved, max_to_keep=options.keep_checkpoint_max)
+        # `train_steps(iterator, num_steps)` runs num_steps steps in one tf.function call (one
+        # trace: num_steps is a tensor) and returns their mean loss.
+        self.train_steps = self._build_loop()
+        # (global_step, mean loss) after each train_steps call of the last `train`.
+        self.history: list[tuple[int, float]] = []
 
     # -- state -------------------------------------------------------------------------------
     def restore_or_initialize(self) -> int:
@@ -79,7 +92,30 @@ class Trainer:
             self.saver.restore(latest)
         elif self.options.init_checkpoint:
             checkpoints.init_from_checkpoint(self._variables, self.options.init_checkpoint)
-        return int(self.global_step.numpy())
+        start = int(self.global_step.numpy())
+        self._check_workers_agree(start)
+        return start
+
+    def _check_workers_agree(self, start: int) -> None:
+        """Fails loudly, on every worker, when workers would resume from different steps.
+
+        That happens when output_dir is not shared; left alone the workers would run different
+        numbers of collective steps and hang.
+        """
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        strategy = self.strategy
+        local = tf.constant([start], tf.int64)
+
+        @tf.function
+        def gather_steps():
+            return strategy.gather(strategy.run(tf.identity, args=(local,)), axis=0)
+
+        steps = sorted(set(gather_steps().numpy().tolist()))
+        if len(steps) > 1:
+            raise UserError(f"--output_dir={self.options.output_dir}: the workers would resume "
+                            f"from different steps {steps}; output_dir must be a directory every "
+                            "worker sees (shared storage)")
 
     # -- the step ----------------------------------------------------------------------------
     def _build_loop(self):
@@ -121,23 +157,39 @@ class Trainer:
 
         return train_steps
 
+    def make_iterator(self, dataset_fn: DatasetFn, start_step: int = 0):
+        """The distributed iterator of `dataset_fn`'s batches, positioned after start_step steps.
+
+        `dataset_fn(input_context, skip_batches)` returns this input pipeline's per-replica
+        batches with its first `skip_batches` batches dropped. A pipeline feeds
+        num_replicas_in_sync / num_input_pipelines replicas, one batch each per step.
+        """
+        def per_pipeline(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            return dataset_fn(ctx, start_step * per_step)
+
+        dist = self.strategy.distribute_datasets_from_function(per_pipeline)
+        if self.options.use_xla or is_tpu(self.strategy):
+            _require_static_shapes(dist.element_spec)
+        return iter(dist)
+
     def train(self, dataset_fn: DatasetFn) -> dict[str, float]:
-        """Trains until `num_train_steps`. `dataset_fn(input_context, skip_batches)` -> batches.
+        """Trains until `num_train_steps`; `dataset_fn` as in `make_iterator`.
 
         Returns {"global_step", "loss"}; "loss" is the mean loss of the last loop.
         """
         opts = self.options
         start = self.restore_or_initialize()
+        self.history = []
         if start >= opts.num_train_steps:
             logging.info("Training already complete: the checkpoint in %s is at step %d of %d; "
                          "nothing to train.", opts.output_dir, start, opts.num_train_steps)
             return {"global_step": start, "loss": float("nan")}
         if start:
             logging.info("Continuing training at step %d of %d", start, opts.num_train_steps)
-        dist = self.strategy.distribute_datasets_from_function(
-            lambda ctx: dataset_fn(ctx, start))
-        iterator = iter(dist)
-        train_steps = self._build_loop()
+        logging.info("Training on %d replica(s) (%s)", self.strategy.num_replicas_in_sync,
+                     strategy_name(self.strategy))
+        iterator = self.make_iterator(dataset_fn, start)
         writer = _summary_writer(opts.output_dir, self.chief)
         step, loss = start, float("nan")
         began = time.time()
@@ -145,9 +197,10 @@ class Trainer:
             next_save = (step // opts.save_checkpoints_steps + 1) * opts.save_checkpoints_steps
             n = min(opts.iterations_per_loop, next_save - step, opts.num_train_steps - step)
             t0 = time.time()
-            loss = float(train_steps(iterator, tf.constant(n, tf.int32)).numpy())
+            loss = float(self.train_steps(iterator, tf.constant(n, tf.int32)).numpy())
             elapsed = time.time() - t0
             step = int(self.global_step.numpy())
+            self.history.append((step, loss))
             examples_per_sec = n * opts.train_batch_size / max(elapsed, 1e-9)
             rate = (step - start) / max(time.time() - began, 1e-9)
             eta = (opts.num_train_steps - step) / max(rate, 1e-9)
@@ -167,6 +220,14 @@ class Trainer:
     def save(self, step: int) -> None:
         if self.chief:
             self.saver.save(self.options.output_dir, step)
+
+
+def _require_static_shapes(element_spec) -> None:
+    """XLA and TPU want every batch the same shape: batch with drop_remainder=True."""
+    for spec in tf.nest.flatten(element_spec, expand_composites=True):
+        if isinstance(spec, tf.TensorSpec) and not spec.shape.is_fully_defined():
+            raise ValueError(f"use_xla / TPU training needs static shapes, but a batch has shape "
+                             f"{spec.shape}: batch the dataset with drop_remainder=True")
 
 
 def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
