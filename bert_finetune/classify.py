@@ -333,7 +333,7 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
         learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
         iterations_per_loop=opts.iterations_per_loop,
         keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-        use_xla=opts.use_xla)
+        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16")
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
 
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):

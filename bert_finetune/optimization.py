@@ -150,13 +150,16 @@ class AdamWeightDecay(tf.Module):
         self,
         grads_and_names: Sequence[tuple[tf.Tensor | tf.IndexedSlices | None, str]],
         global_step: tf.Variable | tf.Tensor,
+        skip: tf.Tensor | None = None,
     ) -> None:
         """Updates the named variables and their slots; does not increment `global_step`.
 
         `grads_and_names` pairs each gradient (already aggregated over replicas and clipped) with
         the variable's original name; `None` gradients are skipped. `global_step` is the step
         before its increment, as in the original. Works in a replica context (inside
-        `strategy.run`), in a cross-replica context and with no strategy at all.
+        `strategy.run`), in a cross-replica context and with no strategy at all. `skip`, a bool
+        scalar, leaves variables and slots unchanged when True (a float16 step whose scaled
+        gradient overflowed); it selects rather than branches, so it compiles for XLA/TPU.
         """
         names: list[str] = []
         grads: list[tf.Tensor] = []
@@ -172,15 +175,17 @@ class AdamWeightDecay(tf.Module):
         if not names:
             return
         learning_rate = self.learning_rate_at(global_step)
+        keep = None if skip is None else tf.convert_to_tensor(skip, tf.bool)
 
-        def merge_fn(strategy: tf.distribute.Strategy, grads, learning_rate) -> None:
-            self._distributed_apply(strategy, names, grads, learning_rate)
+        def merge_fn(strategy: tf.distribute.Strategy, grads, learning_rate, keep) -> None:
+            self._distributed_apply(strategy, names, grads, learning_rate, keep)
 
         replica_context = tf.distribute.get_replica_context()
         if replica_context is None:  # cross-replica context, e.g. under strategy.scope()
-            self._distributed_apply(tf.distribute.get_strategy(), names, grads, learning_rate)
+            self._distributed_apply(tf.distribute.get_strategy(), names, grads, learning_rate,
+                                    keep)
         else:
-            replica_context.merge_call(merge_fn, args=(grads, learning_rate))
+            replica_context.merge_call(merge_fn, args=(grads, learning_rate, keep))
 
     def _distributed_apply(
         self,
@@ -188,6 +193,7 @@ class AdamWeightDecay(tf.Module):
         names: list[str],
         grads: list,
         learning_rate,
+        keep,
     ) -> None:
         # In the cross-replica context: `update` runs `_apply_one` once per copy of a mirrored
         # variable, handing it that replica's gradient, slots and learning rate.
@@ -200,12 +206,13 @@ class AdamWeightDecay(tf.Module):
                     self._slots[f"{name}/adam_m"],
                     self._slots[f"{name}/adam_v"],
                     learning_rate,
+                    keep,
                     self._do_use_weight_decay(name),
                 ),
                 group=False,
             )
 
-    def _apply_one(self, param, grad, m, v, learning_rate, use_weight_decay: bool) -> None:
+    def _apply_one(self, param, grad, m, v, learning_rate, keep, use_weight_decay: bool) -> None:
         grad = tf.cast(grad, tf.float32)
         next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
         next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
@@ -214,6 +221,10 @@ class AdamWeightDecay(tf.Module):
             update += self.weight_decay_rate * tf.cast(param, tf.float32)
         update_with_lr = learning_rate * update
         next_param = tf.cast(param, tf.float32) - update_with_lr
+        if keep is not None:  # an overflowed float16 step: everything stays as it was
+            next_param = tf.where(keep, tf.cast(param, tf.float32), next_param)
+            next_m = tf.where(keep, m, next_m)
+            next_v = tf.where(keep, v, next_v)
         param.assign(tf.cast(next_param, param.dtype))
         m.assign(next_m)
         v.assign(next_v)

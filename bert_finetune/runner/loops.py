@@ -43,6 +43,11 @@ class TrainOptions:
     init_checkpoint: str | None = None
     use_xla: bool = False
     clip_norm: float = 1.0
+    # float16 activations: scale the loss so small gradients survive; halve the scale and skip
+    # the update on overflow, double it after `loss_scale_period` good steps.
+    dynamic_loss_scale: bool = False
+    initial_loss_scale: float = 2.0 ** 15
+    loss_scale_period: int = 2000
 
 
 def _summary_writer(directory: str, chief: bool):
@@ -70,9 +75,19 @@ class Trainer:
             self.optimizer = optimization.create_optimizer(
                 self._variables, options.learning_rate, options.num_train_steps,
                 options.num_warmup_steps)
+            if options.dynamic_loss_scale:
+                first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+                self.loss_scale = tf.Variable(options.initial_loss_scale, dtype=tf.float32,
+                                              name="loss_scale", trainable=False,
+                                              aggregation=first)
+                self.good_steps = tf.Variable(0, dtype=tf.int64, name="loss_scale_good_steps",
+                                              trainable=False, aggregation=first)
         saved = dict(self._variables)
         saved.update(self.optimizer.slot_variables())
         saved["global_step"] = self.global_step
+        if options.dynamic_loss_scale:
+            saved["loss_scale"] = self.loss_scale
+            saved["loss_scale_good_steps"] = self.good_steps
         self.saver = checkpoints.CheckpointSaver(saved, max_to_keep=options.keep_checkpoint_max)
         # `train_steps(iterator, num_steps)` runs num_steps steps in one tf.function call (one
         # trace: num_steps is a tensor) and returns their mean loss.
@@ -124,12 +139,15 @@ class Trainer:
         variables = [self._variables[n] for n in names]
         batch = float(opts.train_batch_size)
 
-        def grads_fn(features):
+        scaling = opts.dynamic_loss_scale
+
+        def grads_fn(features, scale):
             with tf.GradientTape() as tape:
                 per_example = task.per_example_loss(features, training=True)  # [b]
                 # Sum over this replica / global batch: summed over replicas it is the mean loss.
                 loss = tf.reduce_sum(per_example) / batch
-            grads = tape.gradient(loss, variables)
+                scaled = loss * scale if scaling else loss
+            grads = tape.gradient(scaled, variables)
             return loss, [tf.convert_to_tensor(g) if g is not None else tf.zeros_like(v)
                           for g, v in zip(grads, variables, strict=True)]
 
@@ -137,13 +155,21 @@ class Trainer:
             grads_fn = tf.function(grads_fn, jit_compile=True)
 
         def step_fn(features):
-            loss, grads = grads_fn(features)
+            scale = tf.identity(self.loss_scale) if scaling else tf.constant(1.0)
+            loss, grads = grads_fn(features, scale)
             ctx = tf.distribute.get_replica_context()
             # Clip the aggregated gradient: N replicas behave as one with the same global batch.
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            skip = None
+            if scaling:
+                grads = [g / scale for g in grads]
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+                grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+                skip = tf.logical_not(finite)
+                self._update_loss_scale(finite)
             grads, _ = tf.clip_by_global_norm(grads, opts.clip_norm)
             self.optimizer.apply_gradients(list(zip(grads, names, strict=True)),
-                                           self.global_step)
+                                           self.global_step, skip=skip)
             return loss
 
         @tf.function
@@ -156,6 +182,15 @@ class Trainer:
             return total / tf.cast(num_steps, tf.float32)
 
         return train_steps
+
+    def _update_loss_scale(self, finite: tf.Tensor) -> None:
+        """Halves the loss scale on overflow; doubles it after a period of finite gradients."""
+        good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
+        grow = good >= self.options.loss_scale_period
+        scale = tf.where(finite, tf.where(grow, self.loss_scale * 2.0, self.loss_scale),
+                         tf.maximum(self.loss_scale / 2.0, 1.0))
+        self.loss_scale.assign(scale)
+        self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
     def make_iterator(self, dataset_fn: DatasetFn, start_step: int = 0):
         """The distributed iterator of `dataset_fn`'s batches, positioned after start_step steps.
