@@ -198,3 +198,13 @@ def test_non_utf8_test_file_names_the_line(env):
     data = env.data_dir_with("test.tsv", _replace_line(4, b"federal", b"f\xe9deral"))
     line = run_cli(env, env.flags(data_dir=data))
     assert f"{data / 'test.tsv'}, line 4:" in line and "UTF-8" in line
+
+
+def test_unreachable_tpu(env):
+    line = run_cli(env, env.flags(use_tpu="true", tpu_name="no-such-tpu-here"))
+    assert "--use_tpu" in line and "no-such-tpu-here" in line
+
+
+def test_use_tpu_needs_tpu_name(env):
+    line = run_cli(env, env.flags(use_tpu="true"))
+    assert "--tpu_name" in line

@@ -50,7 +50,8 @@ def get_strategy(use_tpu: bool = False, tpu_name: str | None = None, tpu_zone: s
                 tpu=tpu, zone=tpu_zone, project=gcp_project)
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - resolver failures come as many types
+            # (metadata URLError, ValueError, OpError...); each is one user-facing line.
             raise UserError(f"--use_tpu: cannot reach TPU {tpu or '(local)'}: "
                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         logging.info("Running on TPU %s", tpu or "(local)")
