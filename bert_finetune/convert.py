@@ -75,6 +75,16 @@ _HEADS: dict[str, list[tuple[str, str, bool]]] = {
         ("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", False),
         ("cls/seq_relationship/output_bias", "cls.seq_relationship.bias", False),
     ],
+    # Fine-tuned heads: BertForSequenceClassification -> run_classifier's [C, H] output layer,
+    # BertForQuestionAnswering -> run_squad's cls/squad layer (both [out, H], as torch's Linear).
+    "output": [
+        ("output_weights", "classifier.weight", False),
+        ("output_bias", "classifier.bias", False),
+    ],
+    "cls/squad": [
+        ("cls/squad/output_weights", "qa_outputs.weight", False),
+        ("cls/squad/output_bias", "qa_outputs.bias", False),
+    ],
 }
 
 
@@ -268,6 +278,10 @@ def _expected_shape(name: str, config: Mapping[str, Any]) -> tuple[int, ...]:
         (r"cls/predictions/output_bias$", (v,)),
         (r"cls/seq_relationship/output_weights$", (2, h)),
         (r"cls/seq_relationship/output_bias$", (2,)),
+        (r"cls/squad/output_weights$", (2, h)),
+        (r"cls/squad/output_bias$", (2,)),
+        (r"^output_weights$", (-1, h)),  # -1: any number of labels
+        (r"^output_bias$", (-1,)),
         (r"kernel$", (h, h)),
         (r"(bias|gamma|beta)$", (h,)),
     ]
@@ -338,8 +352,11 @@ def _convert_weights(hf_model_dir: str, config: Mapping[str, Any]
                             "needs every BertModel weight, pooler included")
         array = tensors[hf]
         want = _expected_shape(google, config)
+        if google == "output_bias" and "output_weights" in arrays:
+            want = (arrays["output_weights"].shape[0],)
         want_hf = want[::-1] if transpose else want
-        if tuple(array.shape) != want_hf:
+        if len(array.shape) != len(want_hf) or any(
+                w not in (-1, a) for w, a in zip(want_hf, array.shape, strict=True)):
             raise UserError(f"{path}: tensor {hf} has shape {list(array.shape)}, expected "
                             f"{list(want_hf)} from config.json")
         if not np.issubdtype(array.dtype, np.floating):
@@ -361,7 +378,8 @@ def _convert_weights(hf_model_dir: str, config: Mapping[str, Any]
     if leftover:
         more = f" (and {len(leftover) - 1} more)" if len(leftover) > 1 else ""
         raise UserError(f"{path}: tensor {leftover[0]}{more} has no name in Google's BERT; only "
-                        "BertModel weights and the MLM/NSP pre-training heads are converted")
+                        "BertModel weights, the MLM/NSP pre-training heads and the classifier / "
+                        "question-answering heads are converted")
     return arrays, heads, skipped
 
 

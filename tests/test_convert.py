@@ -290,8 +290,11 @@ def test_missing_and_unmapped_tensors(tmp_path):
     del src["pooler.dense.bias"]
     _assert_error(tmp_path, make_hf_dir(tmp_path / "a", src), "pooler.dense.bias", "missing")
     src = _hf_tensors()
-    src["classifier.weight"] = np.zeros((3, H), np.float32)
-    _assert_error(tmp_path, make_hf_dir(tmp_path / "b", src), "classifier.weight")
+    src["classifier.weight"] = np.zeros((3, H), np.float32)  # its bias is missing
+    _assert_error(tmp_path, make_hf_dir(tmp_path / "b", src), "classifier.bias")
+    src = _hf_tensors()
+    src["some_other_head.weight"] = np.zeros((3, H), np.float32)
+    _assert_error(tmp_path, make_hf_dir(tmp_path / "d", src), "some_other_head.weight")
     src = _hf_tensors(heads=True)
     del src["cls.seq_relationship.bias"]
     _assert_error(tmp_path, make_hf_dir(tmp_path / "c", src), "cls/seq_relationship",
@@ -357,3 +360,23 @@ def test_minilm_matches_reference_checkpoint(tmp_path, minilm_weights):
             == json.loads((reference / "bert_config.json").read_text()))
     for name in ("vocab.txt", "do_lower_case.txt"):
         assert (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_fine_tuned_classifier_and_qa_heads(tmp_path):
+    """BertForSequenceClassification / BertForQuestionAnswering keep their heads, by the names
+    run_classifier.py (output_weights [C, H]) and run_squad.py (cls/squad/*) use."""
+    rng = np.random.default_rng(5)
+    src = _hf_tensors()
+    src["classifier.weight"] = rng.standard_normal((3, H)).astype(np.float32)
+    src["classifier.bias"] = rng.standard_normal(3).astype(np.float32)
+    src["qa_outputs.weight"] = rng.standard_normal((2, H)).astype(np.float32)
+    src["qa_outputs.bias"] = rng.standard_normal(2).astype(np.float32)
+    out = tmp_path / "out"
+    convert_hf_to_google(str(make_hf_dir(tmp_path / "hf", src, prefix="bert.")), str(out))
+    shapes, reader = _read_ckpt(out)
+    assert tuple(shapes["output_weights"]) == (3, H) and tuple(shapes["output_bias"]) == (3,)
+    assert tuple(shapes["cls/squad/output_weights"]) == (2, H)
+    np.testing.assert_array_equal(reader.get_tensor("output_weights"), src["classifier.weight"])
+    np.testing.assert_array_equal(reader.get_tensor("cls/squad/output_bias"), src["qa_outputs.bias"])
+    src["classifier.bias"] = np.zeros(4, np.float32)  # 4 labels' bias, 3 labels' weights
+    _assert_error(tmp_path, make_hf_dir(tmp_path / "bad", src), "classifier.bias", "[3]")
