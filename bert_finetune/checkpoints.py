@@ -85,6 +85,11 @@ def init_from_checkpoint(
             continue
         want = var.shape.as_list()
         have = list(shapes[ckpt_name])
+        if want != have and name not in required:
+            # A head of another task (e.g. 3 labels vs 2): start it fresh, as a new head.
+            logging.warning("Not restoring %s: shape %s in %s, %s in the model", name, have,
+                            prefix, want)
+            continue
         if want != have:
             raise UserError(f"{prefix}: variable {ckpt_name} has shape {have} in the checkpoint but "
                             f"{want} in the model; does --bert_config_file match the checkpoint?")

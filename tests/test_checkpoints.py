@@ -99,3 +99,15 @@ def test_missing_or_unreadable_checkpoint(tmp_path):
     (tmp_path / "junk.ckpt.index").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable TensorFlow checkpoint"):
         checkpoints.init_from_checkpoint({}, str(tmp_path / "junk.ckpt"))
+
+
+def test_head_of_another_shape_starts_fresh(tmp_path):
+    """A checkpoint's classifier head with 3 labels does not block a 2-label task."""
+    model = _model()
+    prefix = _google_style_checkpoint(
+        tmp_path, model, {"output_weights": np.ones((3, 32), np.float32)})
+    head = tf.Variable(tf.zeros([2, 32]))
+    variables = {**_model().variables_by_name(), "output_weights": head}
+    restored = checkpoints.init_from_checkpoint(variables, prefix)
+    assert "output_weights" not in restored and len(restored) == 87
+    np.testing.assert_array_equal(head.numpy(), np.zeros((2, 32)))
