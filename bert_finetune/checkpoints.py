@@ -1,7 +1,7 @@
 """Checkpoint I/O by the original variable names (`bert/encoder/layer_3/...`, `output_weights`).
 
 Google's checkpoints are TF1 name-keyed bundles. `tf.train.Checkpoint` writes object-graph keys
-instead, so reading uses `tf.train.load_checkpoint` by name and writing uses a name-keyed saver.
+instead, so reading uses a checkpoint reader by name and writing uses a name-keyed saver.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ _SKIPPABLE = re.compile(r"(/adam_m$|/adam_v$|^global_step$)")
 def resolve_checkpoint(init_checkpoint: str) -> str:
     """Returns the checkpoint prefix for a prefix or a directory (its latest checkpoint)."""
     path = init_checkpoint
+    # A prefix first: on some filesystems (ram://) a prefix with files also looks like a dir.
+    if tf.io.gfile.exists(path + ".index"):
+        return path
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
@@ -33,9 +36,11 @@ def resolve_checkpoint(init_checkpoint: str) -> str:
     return path
 
 
-def _reader(prefix: str) -> tf.train.CheckpointReader:
+def reader(prefix: str) -> tf.train.CheckpointReader:
+    """A reader of the checkpoint at `prefix`; an unreadable file is a UserError naming it."""
     try:
-        return tf.train.load_checkpoint(prefix)
+        # NewCheckpointReader, not load_checkpoint: the latter probes for a directory first.
+        return tf.compat.v1.train.NewCheckpointReader(prefix)
     except (tf.errors.OpError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{prefix}: not a readable TensorFlow checkpoint ({first})") from None
@@ -43,7 +48,7 @@ def _reader(prefix: str) -> tf.train.CheckpointReader:
 
 def list_variables(init_checkpoint: str) -> dict[str, list[int]]:
     """Returns {name: shape} of the checkpoint at a prefix or directory."""
-    return {k: list(v) for k, v in _reader(resolve_checkpoint(init_checkpoint))
+    return {k: list(v) for k, v in reader(resolve_checkpoint(init_checkpoint))
             .get_variable_to_shape_map().items()}
 
 
@@ -67,8 +72,8 @@ def init_from_checkpoint(
     ignored.
     """
     prefix = resolve_checkpoint(init_checkpoint)
-    reader = _reader(prefix)
-    shapes = reader.get_variable_to_shape_map()
+    ckpt = reader(prefix)
+    shapes = ckpt.get_variable_to_shape_map()
     if required is None:
         required = [n for n in variables if n.startswith("bert/")]
     required = set(required)
@@ -93,7 +98,7 @@ def init_from_checkpoint(
         if want != have:
             raise UserError(f"{prefix}: variable {ckpt_name} has shape {have} in the checkpoint but "
                             f"{want} in the model; does --bert_config_file match the checkpoint?")
-        var.assign(tf.cast(reader.get_tensor(ckpt_name), var.dtype))
+        var.assign(tf.cast(ckpt.get_tensor(ckpt_name), var.dtype))
         restored.append(name)
     logging.info("**** Trainable Variables ****")
     restored_set = set(restored)
@@ -161,15 +166,15 @@ class CheckpointSaver:
 
     def restore(self, prefix: str) -> None:
         """Restores every saved variable (a resume): all of them must be in the checkpoint."""
-        reader = _reader(prefix)
-        shapes = reader.get_variable_to_shape_map()
+        ckpt = reader(prefix)
+        shapes = ckpt.get_variable_to_shape_map()
         for name, var in self._variables.items():
             if name not in shapes:
                 raise UserError(f"{prefix}: cannot resume, variable {name} is missing")
             if list(shapes[name]) != var.shape.as_list():
                 raise UserError(f"{prefix}: cannot resume, variable {name} has shape "
                                 f"{list(shapes[name])}, the model has {var.shape.as_list()}")
-            var.assign(reader.get_tensor(name))
+            var.assign(ckpt.get_tensor(name))
 
 
 def is_skippable(name: str) -> bool:

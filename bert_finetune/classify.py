@@ -18,12 +18,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import modeling, outputs, tokenization
+from bert_finetune import fileio, modeling, outputs, tokenization
 from bert_finetune.data import features as feature_lib
 from bert_finetune.data import tfrecord
 from bert_finetune.data.examples import DataProcessor, PaddingInputExample
 from bert_finetune.errors import UserError
-from bert_finetune.fileio import ensure_output_dir
 from bert_finetune.heads import ClassifierHead
 from bert_finetune.runner import distribute, loops, metrics
 
@@ -190,6 +189,11 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
 
 
 # -- the run -----------------------------------------------------------------------------------
+def _comparable(path: str) -> str:
+    """`path` normalised for "is this the same file" (abspath would mangle `gs://b/x`)."""
+    return path.rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
+
+
 def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: list,
                 task_flags: dict | None) -> None:
     """Writes what the run was made from, so predict/export need no repeated flags.
@@ -202,9 +206,11 @@ def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: 
     loops.write_run_file(out, tokenization.SIDECAR_NAME,
                          "true\n" if opts.do_lower_case else "false\n")
     vocab_copy = os.path.join(out, "vocab.txt")
-    if os.path.abspath(opts.vocab_file) != os.path.abspath(vocab_copy):
-        tf.io.gfile.copy(opts.vocab_file, vocab_copy + ".tmp", overwrite=True)
-        tf.io.gfile.rename(vocab_copy + ".tmp", vocab_copy, overwrite=True)
+    if _comparable(opts.vocab_file) != _comparable(vocab_copy):
+        # tf.io.gfile: either side may be remote (gs://).
+        tmp = fileio.temp_path(vocab_copy)
+        tf.io.gfile.copy(opts.vocab_file, tmp, overwrite=True)
+        fileio.replace(tmp, vocab_copy)
     record = dataclasses.asdict(opts)
     record["task_flags"] = dict(task_flags or {})
     loops.write_run_file(out, RUN_FLAGS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -297,7 +303,7 @@ def run(opts: ClassifyOptions, processor: DataProcessor, task_flags: dict | None
     """Trains / evaluates / predicts as the flags say. Returns the eval results (if any)."""
     data = _read_data(opts, processor)
     ctx = _Context(opts, processor)
-    ensure_output_dir(opts.output_dir)
+    fileio.ensure_output_dir(opts.output_dir)
     # An eval/predict-only run keeps the record of the run that trained the model (the one a
     # later run without repeated flags must follow).
     recorded = tf.io.gfile.exists(os.path.join(opts.output_dir, RUN_FLAGS_FILE))

@@ -5,6 +5,8 @@
 - `test_results.tsv`: one line per real predict example, the class probabilities (float32 `str()`)
   joined by tabs; the padding examples of the last batch are dropped.
 - `predictions.jsonl` (new): one JSON object per example with its guid and label names.
+
+Paths may be local or remote (`gs://...`, through tf.io.gfile; see `fileio`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bert_finetune.errors import UserError
-from bert_finetune.fileio import atomic_open
+from bert_finetune.fileio import atomic_open, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +56,8 @@ def read_eval_results(path: str | os.PathLike) -> dict[str, str]:
     """Parses an eval_results.txt back into {key: value string}."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read eval results: {e.strerror or e}") from e
     results = {}
     for line_number, line in enumerate(text.splitlines(), start=1):

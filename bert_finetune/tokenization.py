@@ -17,12 +17,16 @@ Differences from the original, none of which changes a token:
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 
+from bert_finetune import fileio
 from bert_finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 SIDECAR_NAME = "do_lower_case.txt"
 
@@ -59,14 +63,14 @@ def _sidecar_path(path: str) -> str:
     """`path` itself if it is a sidecar, else the sidecar in `path` (a directory) or beside it."""
     if os.path.basename(path) == SIDECAR_NAME:
         return path
-    if os.path.isdir(path):
+    if fileio.is_dir(path):
         return os.path.join(path, SIDECAR_NAME)
     return os.path.join(os.path.dirname(path), SIDECAR_NAME)
 
 
 def _open_binary(path: str):
     """open(path, "rb"), through tf.io.gfile for `gs://`-style paths (as the original did)."""
-    if "://" in path:
+    if fileio.is_remote(path):
         import tensorflow as tf  # only for remote paths: local reads stay light
 
         if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
@@ -82,11 +86,18 @@ def read_do_lower_case_sidecar(path: str) -> bool | None:
     it. Returns None when there is no sidecar.
     """
     sidecar = _sidecar_path(os.fspath(path))
-    if not os.path.isfile(sidecar):
+    try:
+        exists = fileio.is_file(sidecar)
+    except OSError as e:
+        # Only remote lookups raise here (bucket unreachable, no permission). The sidecar is
+        # optional: fall back to the name guess; loading the checkpoint reports the real problem.
+        logger.warning("%s: cannot look for the casing sidecar (%s); guessing from the name",
+                       sidecar, e.strerror or e)
+        return None
+    if not exists:
         return None
     try:
-        with open(sidecar, encoding="utf-8") as f:
-            value = f.read().strip().lower()
+        value = fileio.read_text(sidecar).strip().lower()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{sidecar}: cannot read the casing sidecar: {e}") from e
     if value not in ("true", "false"):

@@ -16,7 +16,7 @@ import os
 
 from absl import flags
 
-from bert_finetune import classify
+from bert_finetune import classify, fileio
 from bert_finetune.cli import flags as common_flags
 from bert_finetune.cli.common import fail, run_main
 from bert_finetune.data.glue import PROCESSORS
@@ -69,22 +69,24 @@ _RECORDED = ("task_name", "max_seq_length", "do_lower_case", "xnli_language") + 
 
 def _recorded_run(output_dir: str | None) -> dict | None:
     path = os.path.join(output_dir, classify.RUN_FLAGS_FILE) if output_dir else None
-    if not path or not os.path.isfile(path):
+    if not path:
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        # Local or remote (gs://) output_dir alike.
+        if not fileio.is_file(path):
+            return None
+        return json.loads(fileio.read_text(path))
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read the recorded run ({e})") from None
 
 
 def _recorded_labels(output_dir: str) -> list[str] | None:
     path = os.path.join(output_dir, classify.LABELS_FILE)
-    if not os.path.isfile(path):
-        return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f] or None
+        if not fileio.is_file(path):
+            return None
+        lines = fileio.read_text(path).split("\n")  # not splitlines(): labels are kept whole
+        return (lines[:-1] if lines[-1] == "" else lines) or None
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read the recorded labels ({e})") from None
 

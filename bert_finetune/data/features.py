@@ -12,7 +12,8 @@ Differences from the original, none of which changes a feature:
 - A label not in label_list (or a regression score that is not a number) is a UserError naming
   the example's guid, where the original raised KeyError.
 - Record files are written to a temporary name and renamed, so an interrupted or failed run never
-  leaves a file that looks complete.
+  leaves a file that looks complete. Paths may be remote (`gs://...`), as with the original's
+  tf.gfile; local ones keep the plain `os` route.
 - Regression (STS-B) writes `label_ids` as a float list; the original had no regression task.
 """
 
@@ -23,17 +24,15 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import tokenization
+from bert_finetune import fileio, tokenization
 from bert_finetune.data.examples import InputExample, PaddingInputExample
 from bert_finetune.errors import UserError
-from bert_finetune.fileio import atomic_write
 
 # Bump when the record layout or the packing changes, so older cached files are rewritten.
 FORMAT_VERSION = 1
@@ -210,11 +209,12 @@ def features_to_tf_example(feature: InputFeatures, is_regression: bool = False) 
 
 @contextlib.contextmanager
 def _atomic_record_writer(output_file: str) -> Iterator[tf.io.TFRecordWriter]:
-    """A TFRecordWriter on a temporary name beside `output_file`, renamed into place on success."""
-    directory = os.path.dirname(os.path.abspath(output_file))
-    tmp = os.path.join(
-        directory, f".{os.path.basename(output_file)}.{secrets.token_hex(6)}.tmp"
-    )
+    """A TFRecordWriter on a temporary name beside `output_file`, renamed into place on success.
+
+    Works for local and remote (`gs://`) paths alike: TFRecordWriter writes through TF's file
+    systems, and `fileio` renames / deletes through tf.io.gfile when the path has a scheme.
+    """
+    tmp = fileio.temp_path(output_file)
     try:
         writer = tf.io.TFRecordWriter(tmp)
     except (tf.errors.OpError, OSError) as e:
@@ -222,10 +222,10 @@ def _atomic_record_writer(output_file: str) -> Iterator[tf.io.TFRecordWriter]:
     try:
         with writer:
             yield writer
-        os.replace(tmp, output_file)
+        fileio.replace(tmp, output_file)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        with contextlib.suppress(OSError):
+            fileio.remove_if_exists(tmp)
         raise
 
 
@@ -267,8 +267,11 @@ def _hash_field(h, value) -> None:
 
 
 def _hash_file(h, path: str) -> None:
-    """Streams the content of `path` into `h` (1 MiB at a time)."""
+    """Feeds the content of `path` into `h` (local files 1 MiB at a time)."""
     try:
+        if fileio.is_remote(path):
+            h.update(fileio.read_bytes(path))  # a vocab file: small enough to read at once
+            return
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
@@ -332,8 +335,9 @@ def inputs_fingerprint(
 def _read_meta(meta_file: str) -> dict | None:
     """The sidecar's content, or None if it is missing or unreadable (then the file is rebuilt)."""
     try:
-        with open(meta_file, encoding="utf-8") as f:
-            meta = json.load(f)
+        if not fileio.is_file(meta_file):
+            return None
+        meta = json.loads(fileio.read_text(meta_file))
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
@@ -364,16 +368,15 @@ def cached_convert_examples_to_features(
         meta is not None
         and meta.get("fingerprint") == fingerprint
         and meta.get("num_examples") == len(examples)
-        and os.path.isfile(output_file)
-        and os.path.getsize(output_file) == meta.get("record_file_bytes")
+        and fileio.is_file(output_file)
+        and fileio.file_size(output_file) == meta.get("record_file_bytes")
     ):
         logging.info("Reusing %s (inputs unchanged)", output_file)
         return int(meta["num_examples"])
 
     # Drop a stale sidecar first: should this run die after the record file is replaced but
     # before the new sidecar is written, no sidecar may vouch for the new file.
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(meta_file)
+    fileio.remove_if_exists(meta_file)
     count = file_based_convert_examples_to_features(
         examples, label_list, max_seq_length, tokenizer, output_file, is_regression
     )
@@ -386,7 +389,7 @@ def cached_convert_examples_to_features(
         ),
         "max_seq_length": max_seq_length,
         "is_regression": bool(is_regression),
-        "record_file_bytes": os.path.getsize(output_file),
+        "record_file_bytes": fileio.file_size(output_file),
     }
-    atomic_write(meta_file, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    fileio.atomic_write(meta_file, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return count

@@ -5,7 +5,8 @@ bytes that are not UTF-8, a CSV row the csv module rejects, a JSONL line that is
 Rows come back with their 1-based physical line numbers so that callers can name the line too.
 
 Paths with a scheme (`gs://...`, `ram://...`) are read through `tf.io.gfile`, as the original's
-`tf.gfile.Open` did; TensorFlow is imported only then, so local reads stay light.
+`tf.gfile.Open` did; TensorFlow is imported only then, so local reads stay light (`is_remote`,
+`is_dir`, `is_file` come from `bert_finetune.fileio` and are re-exported here).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
 from bert_finetune.errors import UserError
+from bert_finetune.fileio import gfile, is_dir, is_file, is_remote
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -35,28 +37,6 @@ class JsonRow(NamedTuple):
     obj: dict[str, Any]
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def _gfile():
-    import tensorflow as tf  # only for remote paths: a local read must not pay for TF
-
-    return tf.io.gfile
-
-
-def is_dir(path: str) -> bool:
-    """Whether `path` is a directory (local or `scheme://`)."""
-    return _gfile().isdir(path) if _is_remote(path) else os.path.isdir(path)
-
-
-def is_file(path: str) -> bool:
-    """Whether `path` exists and is not a directory (local or `scheme://`)."""
-    if _is_remote(path):
-        return _gfile().exists(path) and not _gfile().isdir(path)
-    return os.path.isfile(path)
-
-
 def data_file(data_dir: str, *parts: str) -> str:
     """Joins `data_dir` and `parts`, raising UserError if the directory or the file is missing."""
     if not data_dir:
@@ -71,10 +51,10 @@ def data_file(data_dir: str, *parts: str) -> str:
 
 def _open_binary(path: str) -> IO[bytes]:
     try:
-        if _is_remote(path):
+        if is_remote(path):
             if not is_file(path):
                 raise UserError(f"{path}: no such file")
-            return _gfile().GFile(path, "rb")
+            return gfile().GFile(path, "rb")
         return open(path, "rb")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None

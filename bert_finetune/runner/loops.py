@@ -275,9 +275,9 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
     if latest:
         logging.info("Using fine-tuned checkpoint %s", latest)
         checkpoints.init_from_checkpoint(variables, latest, required=list(variables))
-        reader = tf.train.load_checkpoint(latest)
-        if reader.has_tensor("global_step"):
-            return int(reader.get_tensor("global_step"))
+        ckpt = checkpoints.reader(latest)
+        if ckpt.has_tensor("global_step"):
+            return int(ckpt.get_tensor("global_step"))
         return 0
     if init_checkpoint:
         logging.warning("No fine-tuned checkpoint in %s: predicting with %s and an untrained "
