@@ -390,6 +390,13 @@ def _evaluate(ctx: _Context, model: ClassifierModel, data: _Data) -> dict:
         results.update(metrics.classification_metrics(
             opts.task_name, out["label_ids"], out["predictions"], weights))
     outputs.write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)
+    # TensorBoard, where TPUEstimator put them: output_dir/eval, at the checkpoint's step.
+    writer = tf.summary.create_file_writer(os.path.join(opts.output_dir, "eval"))
+    with writer.as_default(step=int(step)):
+        for key, value in results.items():
+            if key != "global_step":
+                tf.summary.scalar(key, float(value))
+    writer.close()
     return results
 
 

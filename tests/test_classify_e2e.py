@@ -226,6 +226,11 @@ def test_mrpc_tensorboard_events(mrpc_run):
     tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(str(path))
             for value in event.summary.value}
     assert {"loss", "learning_rate"} <= tags
+    eval_events = list((mrpc_run.out / "eval").glob("events.out.tfevents.*"))
+    eval_tags = {value.tag for path in eval_events
+                 for event in tf.compat.v1.train.summary_iterator(str(path))
+                 for value in event.summary.value}
+    assert {"eval_accuracy", "eval_loss", "eval_f1"} <= eval_tags
 
 
 # -- 2. a second run reuses the records; a finished run says so --------------------------------
