@@ -225,11 +225,13 @@ def test_multi_worker_training(multi_worker):
     assert chief["log"].count("Saved checkpoint") == 2
 
     # Nothing in output_dir comes from worker 1: no file carries its umask (077), the one
-    # events file is the chief's (its name holds the writer's pid), and it saved nothing.
+    # events files (train, and eval/) are the chief's (their names hold the writer's pid), and
+    # it saved nothing.
     listing = sorted(p for p in out.rglob("*") if p.is_file())
     assert [p.name for p in listing if p.stat().st_mode & 0o044 != 0o044] == []
-    events = [p.name for p in listing if p.name.startswith("events.out.tfevents.")]
-    assert len(events) == 1 and f".{chief['pid']}." in events[0], events
+    events = [p for p in listing if p.name.startswith("events.out.tfevents.")]
+    assert sorted(p.parent.name for p in events) == sorted([out.name, "eval"]), events
+    assert all(f".{chief['pid']}." in p.name for p in events), events
     assert not any(str(worker["pid"]) in p.name for p in listing)
     assert "Saved checkpoint" not in worker["log"]
     assert "Eval results" not in worker["log"]
