@@ -52,6 +52,24 @@ def list_variables(init_checkpoint: str) -> dict[str, list[int]]:
             .get_variable_to_shape_map().items()}
 
 
+def check_compatible(init_checkpoint: str, expected: Mapping[str, list[int]]) -> str | None:
+    """Why the checkpoint cannot initialise variables of these shapes, or None if it can.
+
+    Reads only the checkpoint's index: a cheap check before any heavy work.
+    """
+    prefix = resolve_checkpoint(init_checkpoint)
+    shapes = reader(prefix).get_variable_to_shape_map()
+    for name, want in expected.items():
+        if name not in shapes:
+            return (f"{prefix}: variable {name} is missing from the checkpoint; is "
+                    "--bert_config_file the config of this checkpoint?")
+        if list(shapes[name]) != list(want):
+            return (f"{prefix}: variable {name} has shape {list(shapes[name])} in the checkpoint "
+                    f"but {list(want)} from the config; does --bert_config_file match the "
+                    "checkpoint?")
+    return None
+
+
 def init_from_checkpoint(
     variables: Mapping[str, tf.Variable],
     init_checkpoint: str,

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import fileio, modeling, outputs, tokenization
+from bert_finetune import checkpoints, fileio, modeling, outputs, tokenization
 from bert_finetune.data import features as feature_lib
 from bert_finetune.data import tfrecord
 from bert_finetune.data.examples import DataProcessor, PaddingInputExample
@@ -177,8 +177,12 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
                     problems.append(f"--vocab_file={opts.vocab_file} has no {token} token")
     if opts.init_checkpoint:
         try:
-            from bert_finetune import checkpoints
             checkpoints.resolve_checkpoint(opts.init_checkpoint)
+            if config is not None:
+                expected = {n: shape for n, shape, _ in modeling.variable_specs(config)}
+                problem = checkpoints.check_compatible(opts.init_checkpoint, expected)
+                if problem:
+                    problems.append(problem)
         except UserError as e:
             problems.append(str(e))
     try:

@@ -164,6 +164,40 @@ def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate)
 
 
+def variable_specs(config: BertConfig, scope: str = "bert") -> list[tuple[str, list[int], str]]:
+    """(checkpoint name, shape, initializer) of every encoder variable, in creation order.
+
+    Initializers: "normal" (truncated normal, stddev initializer_range), "zeros", "ones". Lets
+    callers check a checkpoint against a config without building the model.
+    """
+    c, h = config, config.hidden_size
+    specs: list[tuple[str, list[int], str]] = []
+
+    def dense(name: str, shape: list[int]) -> None:
+        specs.append((f"{scope}/{name}/kernel", shape, "normal"))
+        specs.append((f"{scope}/{name}/bias", [shape[-1]], "zeros"))
+
+    def layer_norm_vars(name: str) -> None:
+        specs.append((f"{scope}/{name}/gamma", [h], "ones"))
+        specs.append((f"{scope}/{name}/beta", [h], "zeros"))
+
+    for name, rows in (("word_embeddings", c.vocab_size), ("token_type_embeddings",
+                       c.type_vocab_size), ("position_embeddings", c.max_position_embeddings)):
+        specs.append((f"{scope}/embeddings/{name}", [rows, h], "normal"))
+    layer_norm_vars("embeddings/LayerNorm")
+    for i in range(c.num_hidden_layers):
+        p = f"encoder/layer_{i}/"
+        for part in ("query", "key", "value"):
+            dense(p + f"attention/self/{part}", [h, h])
+        dense(p + "attention/output/dense", [h, h])
+        layer_norm_vars(p + "attention/output/LayerNorm")
+        dense(p + "intermediate/dense", [h, c.intermediate_size])
+        dense(p + "output/dense", [c.intermediate_size, h])
+        layer_norm_vars(p + "output/LayerNorm")
+    dense("pooler/dense", [h, h])
+    return specs
+
+
 class BertModel(tf.Module):
     """BERT encoder ("Bidirectional Encoder Representations from Transformers").
 
@@ -181,41 +215,14 @@ class BertModel(tf.Module):
         self.compute_dtype = _dtype(compute_dtype)
         self.scope = scope
         self._vars: dict[str, tf.Variable] = {}
-        c = config
-        h = c.hidden_size
-        self._dense_vars("embeddings/word_embeddings", [c.vocab_size, h], bias=False)
-        self._dense_vars("embeddings/token_type_embeddings", [c.type_vocab_size, h], bias=False)
-        self._dense_vars("embeddings/position_embeddings", [c.max_position_embeddings, h],
-                         bias=False)
-        self._layer_norm_vars("embeddings/LayerNorm")
-        for i in range(c.num_hidden_layers):
-            p = f"encoder/layer_{i}/"
-            for part in ("query", "key", "value"):
-                self._dense_vars(p + f"attention/self/{part}", [h, h])
-            self._dense_vars(p + "attention/output/dense", [h, h])
-            self._layer_norm_vars(p + "attention/output/LayerNorm")
-            self._dense_vars(p + "intermediate/dense", [h, c.intermediate_size])
-            self._dense_vars(p + "output/dense", [c.intermediate_size, h])
-            self._layer_norm_vars(p + "output/LayerNorm")
-        self._dense_vars("pooler/dense", [h, h])
-
-    # -- variables ---------------------------------------------------------------------------
-    def _add(self, name: str, initial: tf.Tensor) -> None:
-        full = f"{self.scope}/{name}"
-        self._vars[full] = tf.Variable(initial, name=full, trainable=True)
-
-    def _dense_vars(self, name: str, shape: list[int], bias: bool = True) -> None:
-        init = tf.random.truncated_normal(shape, stddev=self.config.initializer_range)
-        if bias:
-            self._add(name + "/kernel", init)
-            self._add(name + "/bias", tf.zeros([shape[-1]]))
-        else:
-            self._add(name, init)
-
-    def _layer_norm_vars(self, name: str) -> None:
-        h = self.config.hidden_size
-        self._add(name + "/gamma", tf.ones([h]))
-        self._add(name + "/beta", tf.zeros([h]))
+        for name, shape, kind in variable_specs(config, scope):
+            if kind == "normal":
+                initial = tf.random.truncated_normal(shape, stddev=config.initializer_range)
+            elif kind == "ones":
+                initial = tf.ones(shape)
+            else:
+                initial = tf.zeros(shape)
+            self._vars[name] = tf.Variable(initial, name=name, trainable=True)
 
     def variables_by_name(self) -> dict[str, tf.Variable]:
         """{original checkpoint name: variable}, e.g. `bert/pooler/dense/kernel`."""

@@ -208,3 +208,14 @@ def test_unreachable_tpu(env):
 def test_use_tpu_needs_tpu_name(env):
     line = run_cli(env, env.flags(use_tpu="true"))
     assert "--tpu_name" in line
+
+
+def test_config_does_not_match_checkpoint(env):
+    """A checkpoint of another size is caught up front (before any output is written)."""
+    bigger = env.tmp / "bigger_config.json"
+    cfg = json.loads((env.google_ckpt / "bert_config.json").read_text())
+    cfg["intermediate_size"] = 1000
+    bigger.write_text(json.dumps(cfg))
+    line = run_cli(env, env.flags(bert_config_file=bigger,
+                                  init_checkpoint=env.google_ckpt / "bert_model.ckpt"))
+    assert "intermediate/dense" in line and "[384, 1536]" in line and "[384, 1000]" in line
