@@ -64,3 +64,19 @@ def tiny_config_file(tmp_path: Path) -> Path:
     path = tmp_path / "bert_config.json"
     path.write_text(json.dumps(TINY_CONFIG))
     return path
+
+
+@pytest.fixture
+def record_writes(monkeypatch) -> list[str]:
+    """The output files each real TFRecord write goes to (a reuse writes none)."""
+    from bert_finetune.data import features
+
+    calls: list[str] = []
+    real = features.file_based_convert_examples_to_features
+
+    def spy(*args, **kw):
+        calls.append(args[4])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(features, "file_based_convert_examples_to_features", spy)
+    return calls

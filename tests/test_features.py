@@ -229,16 +229,8 @@ class TestReuse:
         )
 
     @pytest.fixture
-    def calls(self, monkeypatch):
-        calls = []
-        real = F.file_based_convert_examples_to_features
-
-        def spy(*args, **kw):
-            calls.append(args[4])
-            return real(*args, **kw)
-
-        monkeypatch.setattr(F, "file_based_convert_examples_to_features", spy)
-        return calls
+    def calls(self, record_writes):
+        return record_writes
 
     def test_reused_when_unchanged(self, tokenizer, tmp_path, calls):
         path = tmp_path / "train.tf_record"

@@ -155,18 +155,11 @@ def test_eval_and_test_results(ram):
 
 
 # -- features ----------------------------------------------------------------------------------
-def test_cached_records_written_then_reused(ram, monkeypatch):
+def test_cached_records_written_then_reused(ram, record_writes):
     vocab = f"{ram}/model/vocab.txt"
     write(vocab, "".join(t + "\n" for t in VOCAB))
     tokenizer = tokenization.FullTokenizer(vocab, do_lower_case=True)
-    calls = []
-    real = F.file_based_convert_examples_to_features
-
-    def spy(*args, **kw):
-        calls.append(args[4])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(F, "file_based_convert_examples_to_features", spy)
+    calls = record_writes
     path = f"{ram}/out/train.tf_record"
     examples = [*EXAMPLES, PaddingInputExample()]
 
