@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from bert_finetune import fileio
 from bert_finetune.errors import UserError
 
 # Variables a checkpoint may hold that a model being initialised does not need.
@@ -145,10 +146,7 @@ def _write_state_file(directory: str, kept: list[str]) -> None:
     """The `checkpoint` file (relative paths, newest last) that latest_checkpoint reads."""
     lines = [f'model_checkpoint_path: "{kept[-1]}"']
     lines += [f'all_model_checkpoint_paths: "{p}"' for p in kept]
-    tmp = os.path.join(directory, ".checkpoint.tmp")
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    tf.io.gfile.rename(tmp, os.path.join(directory, "checkpoint"), overwrite=True)
+    fileio.atomic_write(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
 
 
 class CheckpointSaver:

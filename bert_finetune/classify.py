@@ -206,9 +206,9 @@ def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: 
     """
     out = opts.output_dir
     config.to_json_file(os.path.join(out, "bert_config.json"))
-    loops.write_run_file(out, LABELS_FILE, "".join(f"{x}\n" for x in label_list))
-    loops.write_run_file(out, tokenization.SIDECAR_NAME,
-                         "true\n" if opts.do_lower_case else "false\n")
+    fileio.atomic_write(os.path.join(out, LABELS_FILE), "".join(f"{x}\n" for x in label_list))
+    fileio.atomic_write(os.path.join(out, tokenization.SIDECAR_NAME),
+                        "true\n" if opts.do_lower_case else "false\n")
     vocab_copy = os.path.join(out, "vocab.txt")
     if _comparable(opts.vocab_file) != _comparable(vocab_copy):
         # tf.io.gfile: either side may be remote (gs://).
@@ -217,7 +217,8 @@ def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: 
         fileio.replace(tmp, vocab_copy)
     record = dataclasses.asdict(opts)
     record["task_flags"] = dict(task_flags or {})
-    loops.write_run_file(out, RUN_FLAGS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    fileio.atomic_write(os.path.join(out, RUN_FLAGS_FILE),
+                        json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _pad(examples: list, batch_size: int) -> list:

@@ -18,6 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from bert_finetune import fileio
 from bert_finetune.errors import UserError
 
 LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
@@ -132,10 +133,7 @@ class BertConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, json_file: str) -> None:
-        tmp = json_file + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(self.to_json_string())
-        tf.io.gfile.rename(tmp, json_file, overwrite=True)
+        fileio.atomic_write(json_file, self.to_json_string())
 
     @property
     def size_per_head(self) -> int:

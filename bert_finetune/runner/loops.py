@@ -13,7 +13,6 @@ TPUEstimator's `model.ckpt-N` files and variable names.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 
@@ -320,13 +319,3 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
 def _hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def write_run_file(output_dir: str, name: str, text: str) -> str:
-    """Writes a small text file into output_dir atomically; returns its path."""
-    path = os.path.join(output_dir, name)
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-    return path
