@@ -9,40 +9,31 @@ does the work with the same files the original wrote (`train.tf_record`, `eval_r
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, fileio, modeling, outputs, tokenization
+from bert_finetune import fileio, modeling, outputs, task
 from bert_finetune.data import features as feature_lib
 from bert_finetune.data import tfrecord
 from bert_finetune.data.examples import DataProcessor, PaddingInputExample
 from bert_finetune.errors import UserError
 from bert_finetune.heads import ClassifierHead
-from bert_finetune.runner import distribute, loops, metrics
+from bert_finetune.runner import loops, metrics
 
-RUN_FLAGS_FILE = "run_flags.json"
+RUN_FLAGS_FILE = task.RUN_FLAGS_FILE
 LABELS_FILE = "label_list.txt"
 TRAIN_SEED = 12345
 
 
 @dataclasses.dataclass
-class ClassifyOptions:
+class ClassifyOptions(task.TaskOptions):
     """The flags of run_classifier.py (same names and defaults) plus our additions."""
 
     data_dir: str | None = None
-    bert_config_file: str | None = None
     task_name: str | None = None
-    vocab_file: str | None = None
-    output_dir: str | None = None
-    init_checkpoint: str | None = None
-    do_lower_case: bool = True
-    max_seq_length: int = 128
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
@@ -52,20 +43,6 @@ class ClassifyOptions:
     learning_rate: float = 5e-5
     num_train_epochs: float = 3.0
     warmup_proportion: float = 0.1
-    save_checkpoints_steps: int = 1000
-    iterations_per_loop: int = 1000
-    use_tpu: bool = False
-    tpu_name: str | None = None
-    tpu_zone: str | None = None
-    gcp_project: str | None = None
-    master: str | None = None
-    num_tpu_cores: int = 8
-    # Additions.
-    keep_checkpoint_max: int = 5
-    compute_dtype: str = "float32"
-    use_xla: bool = False
-    distribution_strategy: str = "auto"
-    use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
 class ClassifierModel(tf.Module):
@@ -121,16 +98,13 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
     problems = []
     if not (opts.do_train or opts.do_eval or opts.do_predict):
         problems.append("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
-    for name in ("data_dir", "bert_config_file", "task_name", "vocab_file", "output_dir"):
-        if not getattr(opts, name):
-            problems.append(f"--{name} is required")
+    problems += task.require(opts, ("data_dir", "bert_config_file", "task_name", "vocab_file",
+                                    "output_dir"))
     if opts.task_name and opts.task_name.lower() not in processors:
         problems.append(f"--task_name={opts.task_name}: task not found; valid tasks: "
                         f"{', '.join(sorted(processors))}")
-    for name in ("max_seq_length", "train_batch_size", "eval_batch_size", "predict_batch_size",
-                 "save_checkpoints_steps", "iterations_per_loop", "num_tpu_cores"):
-        if getattr(opts, name) <= 0:
-            problems.append(f"--{name}={getattr(opts, name)} must be positive")
+    problems += task.require_positive(opts, ("train_batch_size", "eval_batch_size",
+                                             "predict_batch_size"))
     if opts.max_seq_length < 3 and opts.max_seq_length > 0:
         problems.append(f"--max_seq_length={opts.max_seq_length} leaves no room for text "
                         "([CLS] and [SEP] take 2)")
@@ -140,113 +114,20 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
         problems.append(f"--learning_rate={opts.learning_rate} must be positive")
     if not 0.0 <= opts.warmup_proportion <= 1.0:
         problems.append(f"--warmup_proportion={opts.warmup_proportion} must be in [0, 1]")
-    if opts.compute_dtype not in ("float32", "bfloat16", "float16"):
-        problems.append(f"--compute_dtype={opts.compute_dtype}: use float32, bfloat16 or float16")
-    if opts.distribution_strategy not in distribute.STRATEGIES:
-        problems.append(f"--distribution_strategy={opts.distribution_strategy}: use one of "
-                        f"{', '.join(distribute.STRATEGIES)}")
-    if opts.use_tpu and not (opts.tpu_name or opts.master):
-        problems.append("--use_tpu=true needs --tpu_name (or --master)")
     if opts.data_dir and not tf.io.gfile.isdir(opts.data_dir):
         problems.append(f"--data_dir={opts.data_dir}: directory not found")
-    if opts.output_dir and tf.io.gfile.exists(opts.output_dir) and not tf.io.gfile.isdir(
-            opts.output_dir):
-        problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
-    config = None
-    if opts.bert_config_file:
-        try:
-            config = modeling.BertConfig.from_json_file(opts.bert_config_file)
-        except UserError as e:
-            problems.append(f"--bert_config_file: {e}")
-    if config is not None and opts.max_seq_length > config.max_position_embeddings:
-        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
-                        f"was only trained up to sequence length {config.max_position_embeddings} "
-                        f"(--max_seq_length, {opts.bert_config_file})")
-    if opts.vocab_file:
-        try:
-            vocab = tokenization.load_vocab(opts.vocab_file)
-        except UserError as e:
-            problems.append(f"--vocab_file: {e}")
-        else:
-            if config is not None and len(vocab) > config.vocab_size:
-                problems.append(f"--vocab_file={opts.vocab_file} has {len(vocab)} tokens but "
-                                f"{opts.bert_config_file} says vocab_size={config.vocab_size}: "
-                                "vocab and config do not belong together")
-            for token in ("[CLS]", "[SEP]"):
-                if token not in vocab:
-                    problems.append(f"--vocab_file={opts.vocab_file} has no {token} token")
-    if opts.init_checkpoint:
-        try:
-            checkpoints.resolve_checkpoint(opts.init_checkpoint)
-            if config is not None:
-                expected = {n: shape for n, shape, _ in modeling.variable_specs(config)}
-                problem = checkpoints.check_compatible(opts.init_checkpoint, expected)
-                if problem:
-                    problems.append(problem)
-        except UserError as e:
-            problems.append(str(e))
-    try:
-        tokenization.validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
-    except UserError as e:
-        problems.append(str(e))
+    problems += task.validate_common(opts)[0]
     return problems
 
 
 # -- the run -----------------------------------------------------------------------------------
-def _comparable(path: str) -> str:
-    """`path` normalised for "is this the same file" (abspath would mangle `gs://b/x`)."""
-    return path.rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
-
-
-def _record_run(opts: ClassifyOptions, config: modeling.BertConfig, label_list: list,
-                task_flags: dict | None) -> None:
-    """Writes what the run was made from, so predict/export need no repeated flags.
-
-    run_flags.json goes last: its presence tells a later run that the record is complete.
-    """
-    out = opts.output_dir
-    config.to_json_file(os.path.join(out, "bert_config.json"))
-    fileio.atomic_write(os.path.join(out, LABELS_FILE), "".join(f"{x}\n" for x in label_list))
-    fileio.atomic_write(os.path.join(out, tokenization.SIDECAR_NAME),
-                        "true\n" if opts.do_lower_case else "false\n")
-    vocab_copy = os.path.join(out, "vocab.txt")
-    if _comparable(opts.vocab_file) != _comparable(vocab_copy):
-        # tf.io.gfile: either side may be remote (gs://).
-        tmp = fileio.temp_path(vocab_copy)
-        tf.io.gfile.copy(opts.vocab_file, tmp, overwrite=True)
-        fileio.replace(tmp, vocab_copy)
-    record = dataclasses.asdict(opts)
-    record["task_flags"] = dict(task_flags or {})
-    fileio.atomic_write(os.path.join(out, RUN_FLAGS_FILE),
-                        json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def _pad(examples: list, batch_size: int) -> list:
-    """Pads with PaddingInputExample to a multiple of batch_size (fixed shapes, as on TPU)."""
-    padded = list(examples)
-    while len(padded) % batch_size:
-        padded.append(PaddingInputExample())
-    return padded
-
-
-class _Context:
-    """What every phase of one run shares."""
+class _Context(task.TaskContext):
+    """What every phase of one classification run shares."""
 
     def __init__(self, opts: ClassifyOptions, processor: DataProcessor):
-        self.opts = opts
+        super().__init__(opts)
         self.processor = processor
         self.is_regression = bool(getattr(processor, "is_regression", False))
-        self.config = modeling.BertConfig.from_json_file(opts.bert_config_file)
-        self.tokenizer = tokenization.FullTokenizer(opts.vocab_file, opts.do_lower_case)
-        self.strategy = distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone,
-                                                opts.gcp_project, opts.master,
-                                                opts.distribution_strategy)
-        self.chief = distribute.is_chief(self.strategy)
-        self.static_shapes = opts.use_tpu or opts.use_xla
-        # Non-chief workers keep their record files out of output_dir.
-        self.record_dir = opts.output_dir if self.chief else tempfile.mkdtemp(prefix="bert_w_")
-        one_hot = opts.use_one_hot_embeddings
-        self.use_one_hot = opts.use_tpu if one_hot is None else one_hot
 
     def build_model(self, num_labels: int) -> ClassifierModel:
         with self.strategy.scope():
@@ -311,9 +192,9 @@ def run(opts: ClassifyOptions, processor: DataProcessor, task_flags: dict | None
     fileio.ensure_output_dir(opts.output_dir)
     # An eval/predict-only run keeps the record of the run that trained the model (the one a
     # later run without repeated flags must follow).
-    recorded = tf.io.gfile.exists(os.path.join(opts.output_dir, RUN_FLAGS_FILE))
-    if ctx.chief and (opts.do_train or not recorded):
-        _record_run(opts, ctx.config, data.label_list, task_flags)
+    if ctx.chief and (opts.do_train or not task.has_record(opts.output_dir)):
+        labels = "".join(f"{x}\n" for x in data.label_list)
+        task.record_run(opts, ctx.config, {LABELS_FILE: labels}, task_flags)
     model = ctx.build_model(len(data.label_list))
     results: dict = {}
     try:
@@ -324,8 +205,7 @@ def run(opts: ClassifyOptions, processor: DataProcessor, task_flags: dict | None
         if opts.do_predict and ctx.chief:
             _predict(ctx, model, data)
     finally:
-        if not ctx.chief:
-            shutil.rmtree(ctx.record_dir, ignore_errors=True)
+        ctx.close()
     return results
 
 
@@ -338,13 +218,8 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
     logging.info("  Num examples = %d", len(examples))
     logging.info("  Batch size = %d", opts.train_batch_size)
     logging.info("  Num steps = %d", num_train_steps)
-    train_opts = loops.TrainOptions(
-        output_dir=opts.output_dir, train_batch_size=opts.train_batch_size,
-        num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
-        learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
-        iterations_per_loop=opts.iterations_per_loop,
-        keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16")
+    train_opts = ctx.train_options(num_train_steps, num_warmup_steps, opts.train_batch_size,
+                                   opts.learning_rate)
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
 
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
@@ -363,7 +238,7 @@ def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list
     """Writes `name` records and runs the model on them; returns (outputs, step, num_real)."""
     num_real = len(examples)
     if ctx.static_shapes:
-        examples = _pad(examples, batch_size)
+        examples = task.pad_to_multiple(examples, batch_size, PaddingInputExample)
     path, _ = ctx.write_records(examples, label_list, name)
     logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), num_real,
                  len(examples) - num_real)
@@ -394,14 +269,7 @@ def _evaluate(ctx: _Context, model: ClassifierModel, data: _Data) -> dict:
     else:
         results.update(metrics.classification_metrics(
             opts.task_name, out["label_ids"], out["predictions"], weights))
-    outputs.write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)
-    # TensorBoard, where TPUEstimator put them: output_dir/eval, at the checkpoint's step.
-    writer = tf.summary.create_file_writer(os.path.join(opts.output_dir, "eval"))
-    with writer.as_default(step=int(step)):
-        for key, value in results.items():
-            if key != "global_step":
-                tf.summary.scalar(key, float(value))
-    writer.close()
+    task.write_eval_results(opts.output_dir, step, results)
     return results
 
 

@@ -10,13 +10,11 @@ A task of your own: `run(processors={"mytask": MyProcessor})` from your script (
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
 from absl import flags
 
-from bert_finetune import classify, fileio
+from bert_finetune import classify, fileio, task
 from bert_finetune.cli import flags as common_flags
 from bert_finetune.cli.common import fail, run_main
 from bert_finetune.data.glue import PROCESSORS
@@ -68,16 +66,7 @@ _RECORDED = ("task_name", "max_seq_length", "do_lower_case", "xnli_language") + 
 
 
 def _recorded_run(output_dir: str | None) -> dict | None:
-    path = os.path.join(output_dir, classify.RUN_FLAGS_FILE) if output_dir else None
-    if not path:
-        return None
-    try:
-        # Local or remote (gs://) output_dir alike.
-        if not fileio.is_file(path):
-            return None
-        return json.loads(fileio.read_text(path))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the recorded run ({e})") from None
+    return task.recorded_run(output_dir)
 
 
 def _recorded_labels(output_dir: str) -> list[str] | None:
@@ -93,26 +82,17 @@ def _recorded_labels(output_dir: str) -> list[str] | None:
 
 def _options() -> tuple[classify.ClassifyOptions, dict]:
     """ClassifyOptions from the flags, completed from a recorded run in output_dir."""
-    fields = {f.name for f in dataclasses.fields(classify.ClassifyOptions)}
-    values = {name: FLAGS[name].value for name in fields if name in FLAGS}
+    opts, recorded = common_flags.options_from_flags(classify.ClassifyOptions, _RECORDED)
     extra = {name: FLAGS[name].value for name in _GENERIC_FLAGS + ("xnli_language",)}
-    recorded = _recorded_run(FLAGS.output_dir)
     if recorded:
-        out = FLAGS.output_dir
-        if not common_flags.explicitly_set("bert_config_file"):
-            values["bert_config_file"] = os.path.join(out, "bert_config.json")
-        if not common_flags.explicitly_set("vocab_file"):
-            values["vocab_file"] = os.path.join(out, "vocab.txt")
         for name in _RECORDED:
             if not common_flags.explicitly_set(name) and name in recorded.get("task_flags", {}):
                 extra[name] = recorded["task_flags"][name]
-            if not common_flags.explicitly_set(name) and name in recorded and name in values:
-                values[name] = recorded[name]
-        if not values["do_train"] and extra["labels"] is None and not extra["regression"]:
+        if not opts.do_train and extra["labels"] is None and not extra["regression"]:
             # Labels inferred at training time: the trained head's, not the data_dir's (which
             # need not hold a train file at all).
-            extra["labels"] = _recorded_labels(out)
-    return classify.ClassifyOptions(**values), extra
+            extra["labels"] = _recorded_labels(FLAGS.output_dir)
+    return opts, extra
 
 
 def _processor(opts: classify.ClassifyOptions, extra: dict, processors: dict):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from absl import flags
+
+from bert_finetune import task
 
 FLAGS = flags.FLAGS
 
@@ -71,3 +76,25 @@ def define_runner_flags() -> None:
 def explicitly_set(name: str) -> bool:
     """Whether the flag was given on the command line (or in a --flagfile)."""
     return FLAGS[name].present > 0
+
+
+def options_from_flags(options_cls, recorded_names: tuple[str, ...] = ()):
+    """`options_cls` (a task's options dataclass) filled from the flags of the same names.
+
+    When `--output_dir` holds the record of an earlier run (run_flags.json), flags not given
+    again are completed from it: bert_config_file and vocab_file point at the record's copies,
+    and each of `recorded_names` takes the recorded value. Returns (options, record or None).
+    """
+    fields = {f.name for f in dataclasses.fields(options_cls)}
+    values = {name: FLAGS[name].value for name in fields if name in FLAGS}
+    recorded = task.recorded_run(FLAGS.output_dir)
+    if recorded:
+        out = FLAGS.output_dir
+        if not explicitly_set("bert_config_file"):
+            values["bert_config_file"] = os.path.join(out, "bert_config.json")
+        if not explicitly_set("vocab_file"):
+            values["vocab_file"] = os.path.join(out, "vocab.txt")
+        for name in recorded_names:
+            if name in values and name in recorded and not explicitly_set(name):
+                values[name] = recorded[name]
+    return options_cls(**values), recorded
