@@ -147,7 +147,8 @@ def read_squad_examples(input_file: str, is_training: bool,
     skipped = 0
     multi_answer = 0
     split: tuple[str, tuple[list[str], list[int]]] | None = None
-    for context, qa, qas_id in iter_questions(data, input_file):
+    # The whole file's structure is checked before any question is used.
+    for context, qa, qas_id in list(iter_questions(data, input_file)):
         impossible = bool(qa.get("is_impossible", False))
         if impossible and not version_2_with_negative:
             raise UserError(

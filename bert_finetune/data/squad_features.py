@@ -164,11 +164,6 @@ def convert_examples_to_features(
     unique_id = FIRST_UNIQUE_ID
     word_pieces: dict[str, list[str]] = {}  # whitespace word -> its word pieces
     began = last_log = time.time()
-    # The -3 accounts for [CLS], [SEP] and [SEP]; room for at least one doc piece is checked
-    # up front (max_seq_length > max_query_length + 3).
-    if max_seq_length <= max_query_length + 3:
-        raise UserError(f"The max_seq_length ({max_seq_length}) must be greater than "
-                        f"max_query_length ({max_query_length}) + 3")
     for example_index, example in enumerate(examples):
         query_tokens = tokenizer.tokenize(example.question_text)
         if len(query_tokens) > max_query_length:
@@ -198,7 +193,11 @@ def convert_examples_to_features(
                 all_doc_tokens, tok_start_position, tok_end_position, tokenizer,
                 example.orig_answer_text)
 
+        # The -3 accounts for [CLS], [SEP] and [SEP].
         max_tokens_for_doc = max_seq_length - len(query_tokens) - 3
+        if max_tokens_for_doc < 1:  # the flags' check (max_seq_length > max_query_length + 3)
+            raise UserError(f"The max_seq_length ({max_seq_length}) must be greater than "
+                            f"max_query_length ({max_query_length}) + 3")
         doc_spans = doc_spans_for(len(all_doc_tokens), max_tokens_for_doc, doc_stride)
         best_span = best_span_per_token(doc_spans, len(all_doc_tokens))
         head = ["[CLS]", *query_tokens, "[SEP]"]
