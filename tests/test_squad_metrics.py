@@ -108,3 +108,20 @@ def test_v2_results_from_one_pass_match_the_rewritten_predictions():
     best_preds = result.with_threshold(results["best_f1_thresh"])
     assert best_preds == {"q1": "Paris", "q2": "", "q3": "", "q4": ""}
     assert sm.evaluate_v2(gold, best_preds)["f1"] == pytest.approx(results["best_f1"])
+
+
+def test_v2_threshold_when_answering_nothing_is_best():
+    gold = {"q1": ["Paris"], "n1": [], "n2": []}
+    best_non_null = {"q1": "Rome", "n1": "x", "n2": "y"}
+    null_odds = {"q1": -2.0, "n1": -1.0, "n2": 3.0}
+    results = sm.squad_v2_results(gold, {"q1": "Rome", "n1": "x", "n2": ""}, best_non_null,
+                                  null_odds)
+    assert results["best_exact"] == pytest.approx(200 / 3)
+    assert results["best_exact_thresh"] == -3.0  # below every odds: all null
+    # The official search on the same inputs reports 0.0, which would answer q1 and n1.
+    has = {k: bool(v) for k, v in gold.items()}
+    raw, _ = sm.get_raw_scores(gold, best_non_null)
+    assert sm.find_best_thresh(best_non_null, raw, null_odds, has) == (pytest.approx(200 / 3),
+                                                                       0.0)
+    preds = SquadPredictions({}, {}, null_odds, best_non_null).with_threshold(-3.0)
+    assert sm.evaluate_v2(gold, preds)["exact"] == pytest.approx(results["best_exact"])

@@ -135,13 +135,17 @@ def make_eval_dict(exact_scores: Mapping, f1_scores: Mapping,
 
 
 def find_best_thresh(preds: Mapping[str, str], scores: Mapping[str, float],
-                     na_probs: Mapping[str, float], qid_to_has_ans: Mapping[str, bool]
-                     ) -> tuple[float, float]:
-    """(best score in percent, its threshold): predict "" where na_prob > threshold."""
+                     na_probs: Mapping[str, float], qid_to_has_ans: Mapping[str, bool],
+                     all_null_thresh: float = 0.0) -> tuple[float, float]:
+    """(best score in percent, its threshold): predict "" where na_prob > threshold.
+
+    When answering nothing is best, the threshold is `all_null_thresh`: the official 0.0 assumes
+    probabilities in [0, 1]; null odds need one below all of them.
+    """
     num_no_ans = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
     cur_score = num_no_ans
     best_score = cur_score
-    best_thresh = 0.0
+    best_thresh = all_null_thresh
     qid_list = sorted(na_probs, key=lambda k: na_probs[k])
     for qid in qid_list:
         if qid not in scores:
@@ -198,11 +202,16 @@ def squad_v2_results(gold: Mapping[str, Sequence[str]], predictions: Mapping[str
     question with its null odds, so that a lower threshold can bring back answers that
     predictions.json has replaced by "" (evaluate-v2.0.py with --na-prob-file null_odds.json on
     predictions.json cannot); `predictions_best_thresh.json` written with best_f1_thresh scores
-    best_f1.
+    best_f1. Where answering nothing is best, the threshold is 1 below the smallest null odds
+    (the official script says 0.0, which fits probabilities, not odds).
     """
     main = evaluate_v2(gold, predictions)
     results = {"exact_match": main.pop("exact"), "f1": main.pop("f1"), **main}
-    best = evaluate_v2(gold, best_non_null, null_odds, na_prob_thresh=float("inf"))
-    for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"):
-        results[key] = best[key]
+    qid_to_has_ans = {qid: bool(answers) for qid, answers in gold.items()}
+    exact_raw, f1_raw = get_raw_scores(gold, best_non_null)
+    all_null = min(null_odds.values(), default=0.0) - 1.0
+    results["best_exact"], results["best_exact_thresh"] = find_best_thresh(
+        best_non_null, exact_raw, null_odds, qid_to_has_ans, all_null)
+    results["best_f1"], results["best_f1_thresh"] = find_best_thresh(
+        best_non_null, f1_raw, null_odds, qid_to_has_ans, all_null)
     return results
