@@ -155,6 +155,10 @@ def _read_data(opts: SquadOptions) -> _Data:
     v2 = opts.version_2_with_negative
     if opts.do_train:
         data.train = squad_data.read_squad_examples(opts.train_file, True, v2)
+    if opts.do_predict:
+        data.predict = squad_data.read_squad_examples(opts.predict_file, False, v2)
+        data.gold = squad_data.read_gold(opts.predict_file)
+    if data.train is not None:
         # Shuffled once, as the original, so that the windows of a question are spread out.
         random.Random(TRAIN_SEED).shuffle(data.train)
         # The step count comes from the questions, not from the (more numerous) windows.
@@ -164,9 +168,6 @@ def _read_data(opts: SquadOptions) -> _Data:
             raise UserError(f"{len(data.train)} train questions, --train_batch_size="
                             f"{opts.train_batch_size} and --num_train_epochs="
                             f"{opts.num_train_epochs} make zero training steps")
-    if opts.do_predict:
-        data.predict = squad_data.read_squad_examples(opts.predict_file, False, v2)
-        data.gold = squad_data.read_gold(opts.predict_file)
     return data
 
 

@@ -211,3 +211,142 @@ def test_v2_train_predict_and_predict_from_output_dir(shared_dir, vocab, config_
     assert list(again) == list(first)
     assert all(again.values())  # null only when null - best > 1e9: never
     assert all(again[q] == t for q, t in first.items() if t)  # same model, same answers
+
+
+# -- bad input: one line naming the file (and question), nothing written ------------------------
+def _opts(vocab, config_file, out, **kw):
+    from bert_finetune import squad
+
+    return squad.SquadOptions(vocab_file=str(vocab), bert_config_file=str(config_file),
+                              output_dir=str(out), max_seq_length=64, doc_stride=24,
+                              max_query_length=16, **kw)
+
+
+def _qa(qid, context="Paris is in France.", answers=None, **extra):
+    qa = {"question": "Where is Paris?",
+          "answers": [{"text": "France", "answer_start": 12}] if answers is None else answers,
+          **extra}
+    if qid is not None:
+        qa["id"] = qid
+    return {"context": context, "qas": [qa]}
+
+
+BAD_FILES = {
+    "malformed": ('{"data": [', r"not valid JSON: line 1 column 11"),
+    "empty": ("", r"the file is empty"),
+    "no_data": ({"version": "1.1"}, r"no 'data' list"),
+    "no_paragraphs": ({"data": [{"title": "x"}]}, r"data\[0\] has no 'paragraphs'"),
+    "no_qas": ({"data": [{"paragraphs": [{"context": "c"}]}]},
+               r"data\[0\]\.paragraphs\[0\] has no 'qas'"),
+    "no_questions": ({"data": []}, r"no questions in the file"),
+    "offset": ({"data": [{"paragraphs": [_qa("q7", answers=[
+        {"text": "France", "answer_start": 30}])]}]},
+               r"question q7: answer_start=30 .* outside its 19-char context"),
+    "v2_without_flag": ({"data": [{"paragraphs": [_qa("q9", answers=[],
+                                                      is_impossible=True)]}]},
+                        r"question q9 has is_impossible=true: this is a SQuAD 2\.0 file; "
+                        r"pass --version_2_with_negative=true"),
+    "no_ids": ({"data": [{"paragraphs": [_qa(None), _qa(None)]}]},
+               r"data\[0\]\.paragraphs\[0\]\.qas\[0\] has no 'id'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_predict_file_fails_before_writing(shared_dir, vocab, config_file, tmp_path, case):
+    from bert_finetune import squad
+    from bert_finetune.errors import UserError
+
+    content, message = BAD_FILES[case]
+    bad = tmp_path / f"{case}.json"
+    bad.write_text(content if isinstance(content, str) else json.dumps(content))
+    good = tmp_path / "train.json"
+    good.write_text(json.dumps({"data": [{"paragraphs": [_qa("t1")]}]}))
+    out = tmp_path / "out"
+    opts = _opts(vocab, config_file, out, do_train=True, train_file=str(good), do_predict=True,
+                 predict_file=str(bad))
+    assert squad.validate(opts) == []
+    with pytest.raises(UserError, match=message) as e:
+        squad.run(opts)
+    assert str(e.value).startswith(f"{bad}: ")
+    assert not out.exists()  # the train file was fine, but nothing was started
+
+
+def test_cli_reports_every_flag_problem_and_bad_files_on_one_line(vocab, config_file, tmp_path):
+    proc = run_cli(f"--vocab_file={vocab}", f"--bert_config_file={config_file}",
+                   f"--output_dir={tmp_path / 'out'}", "--do_train=true", "--do_predict=true",
+                   f"--predict_file={tmp_path / 'missing.json'}", "--max_seq_length=128",
+                   "--max_query_length=125", cwd=tmp_path)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()[-1:]
+    assert line.startswith("bert-squad: error: ")
+    for problem in ("If `do_train` is True, then `train_file` must be specified.",
+                    f"--predict_file={tmp_path / 'missing.json'}: no such file",
+                    "The max_seq_length (128) must be greater than max_query_length (125) + 3",
+                    "Cannot use sequence length 128"):
+        assert problem in line, line
+    assert not (tmp_path / "out").exists()
+
+    bad = tmp_path / "dev.json"
+    bad.write_text('{"data": [')
+    proc = run_cli(f"--vocab_file={vocab}", f"--bert_config_file={config_file}",
+                   f"--output_dir={tmp_path / 'out'}", "--do_predict=true",
+                   f"--predict_file={bad}", *SEQ, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"bert-squad: error: {bad}: not valid JSON: line 1 column 11: Expecting value")
+    assert not (tmp_path / "out").exists()
+
+
+# -- scripts/run_squad.sh and the presets -------------------------------------------------------
+def _bash(*args: str, env: dict) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("BERT_BASE_DIR", "SQUAD_DIR", "OUTPUT_DIR", "BERT_SQUAD")}
+    return subprocess.run(["bash", str(SCRIPTS / "run_squad.sh"), *args], capture_output=True,
+                          text=True, env={**base, **env}, cwd=REPO, timeout=600)
+
+
+@pytest.mark.parametrize("version, suffix, v2", [("v1", "v1.1", False), ("V2", "v2.0", True)])
+def test_run_squad_dry_run(version, suffix, v2):
+    proc = _bash("--dry-run", version, "--num_train_epochs=1",
+                 env={"BERT_BASE_DIR": "/m/b", "SQUAD_DIR": "/d", "BERT_SQUAD": "my-squad"})
+    assert proc.returncode == 0, proc.stderr
+    argv = proc.stdout.replace("\\\n", " ").split()
+    tag = "v2" if v2 else "v1"
+    assert argv[0] == "my-squad"
+    assert argv[1:] == [f"--flagfile={REPO}/configs/squad_{tag}.flags",
+                        f"--train_file=/d/train-{suffix}.json",
+                        f"--predict_file=/d/dev-{suffix}.json", "--vocab_file=/m/b/vocab.txt",
+                        "--bert_config_file=/m/b/bert_config.json",
+                        "--init_checkpoint=/m/b/bert_model.ckpt",
+                        f"--output_dir=/tmp/squad_{tag}_output", "--num_train_epochs=1"]
+    preset = (REPO / "configs" / f"squad_{tag}.flags").read_text()
+    assert ("--version_2_with_negative=true" in preset) == v2
+    assert "--learning_rate=3e-5" in preset and "--doc_stride=128" in preset
+
+
+def test_run_squad_needs_env_and_version():
+    proc = _bash("--dry-run", "v1", env={"SQUAD_DIR": "/d"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("run_squad.sh: error: BERT_BASE_DIR is not set: export "
+                                   "BERT_BASE_DIR=<folder with vocab.txt, bert_config.json and "
+                                   "bert_model.ckpt>")
+    proc = _bash("--dry-run", "v3", env={"SQUAD_DIR": "/d", "BERT_BASE_DIR": "/b"})
+    assert "unknown SQuAD version 'v3'" in proc.stderr
+
+
+def test_run_squad_smoke(shared_dir, minilm_google, tmp_path):
+    """run_squad.sh for real: the MiniLM checkpoint, 8 train questions (1 step), 6 to predict."""
+    squad_dir = tmp_path / "squad"
+    squad_dir.mkdir()
+    src = shared_dir / "data" / "squad" / "v1.1"
+    cut_squad(src / "dev-v1.1-articles-00-15.json", squad_dir / "train-v1.1.json", 8)
+    gold = cut_squad(src / "dev-v1.1-articles-16-47.json", squad_dir / "dev-v1.1.json", 6)
+    out = tmp_path / "out"
+    proc = _bash("v1", "--max_seq_length=64", "--doc_stride=32", "--max_query_length=16",
+                 "--train_batch_size=8", "--num_train_epochs=1",
+                 env={"BERT_BASE_DIR": str(minilm_google), "SQUAD_DIR": str(squad_dir),
+                      "OUTPUT_DIR": str(out), "BERT_SQUAD": str(BIN / "bert-squad")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = check_prediction_files(out, gold, v2=False)
+    assert results["global_step"] == 1
+    assert "Num steps = 1" in proc.stderr

@@ -82,6 +82,8 @@ def load_squad_json(input_file: str) -> list:
         raise UserError(f"{input_file}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{input_file}: cannot read it: {e}") from None
+    if not text.strip():
+        raise UserError(f"{input_file}: the file is empty: not a SQuAD file")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
