@@ -157,6 +157,7 @@ def test_v1_train_killed_resumed_and_predict(shared_dir, vocab, config_file, tmp
     first = (tmp_path / "first.log").read_text()
     assert proc.returncode == -signal.SIGKILL, first[-3000:]
     assert f"Num orig examples = {N_TRAIN}" in first and f"Num steps = {total}" in first
+    assert re.search(rf"Features: {N_TRAIN}/{N_TRAIN} examples \(\d+ features\)  ETA", first)
     windows = int(re.search(r"Num split examples = (\d+)", first).group(1))
     assert windows > N_TRAIN
     killed_at = checkpoint_step(out)
@@ -202,11 +203,14 @@ def test_v2_train_predict_and_predict_from_output_dir(shared_dir, vocab, config_
     first = json.loads((out / "predictions.json").read_text())
 
     # Predict again with nothing repeated but the predict file: the recorded run gives the
-    # config, vocab, casing, lengths and version_2_with_negative; the threshold is new.
+    # config, vocab, casing, lengths and version_2_with_negative; the threshold is new, and
+    # --use_xla pads the records to fixed batches of 7 (the padding is dropped again).
     (out / "predictions.json").unlink()
-    check_ok(run_cli(f"--output_dir={out}", "--do_predict=true",
-                     f"--predict_file={predict_file}", "--null_score_diff_threshold=1e9",
-                     cwd=tmp_path))
+    log = check_ok(run_cli(f"--output_dir={out}", "--do_predict=true",
+                           f"--predict_file={predict_file}", "--null_score_diff_threshold=1e9",
+                           "--use_xla=true", "--predict_batch_size=7", cwd=tmp_path))
+    windows = int(re.search(r"Num split examples = (\d+)", log).group(1))
+    assert windows % 7  # so padding was needed
     again = json.loads((out / "predictions.json").read_text())
     assert list(again) == list(first)
     assert all(again.values())  # null only when null - best > 1e9: never

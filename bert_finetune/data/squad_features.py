@@ -245,9 +245,9 @@ def convert_examples_to_features(
             output_fn(feature)
             unique_id += 1
         now = time.time()
-        if now - last_log >= _LOG_EVERY_SECONDS:
+        done = example_index + 1
+        if now - last_log >= _LOG_EVERY_SECONDS or done == len(examples):
             last_log = now
-            done = example_index + 1
             eta = (now - began) / done * (len(examples) - done)
             logging.info("Features: %d/%d examples (%d features)  ETA %s", done, len(examples),
                          unique_id - FIRST_UNIQUE_ID, _hms(eta))
