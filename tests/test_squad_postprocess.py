@@ -210,3 +210,29 @@ def test_oracle_v2_cs224n_half(shared_dir, tokenizer):
     assert scores["NoAns_exact"] == 100.0 and scores["NoAns_total"] == 3168
     assert scores["HasAns_exact"] >= 99.0
     assert scores["best_f1"] >= scores["f1"]
+
+
+def test_span_head_names_shapes_and_loss():
+    import tensorflow as tf
+
+    from bert_finetune.heads import SpanHead
+
+    head = SpanHead(hidden_size=5)
+    assert {n: v.shape.as_list() for n, v in head.variables_by_name().items()} == {
+        "cls/squad/output_weights": [2, 5], "cls/squad/output_bias": [2]}
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 7, 5)).astype(np.float32)  # [B, T, H]
+    head.output_bias.assign([0.5, -0.25])
+    start, end = head.logits(tf.constant(x))
+    w = head.output_weights.numpy()
+    np.testing.assert_allclose(start, x @ w[0] + 0.5, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(end, x @ w[1] - 0.25, rtol=1e-5, atol=1e-6)
+    sp, ep = np.array([0, 3, 6]), np.array([2, 3, 6])
+    loss = head.loss(start, end, tf.constant(sp), tf.constant(ep)).numpy()  # [B]
+
+    def ce(logits, pos):
+        logits = np.asarray(logits, np.float64)
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        return -log_probs[np.arange(3), pos]
+
+    np.testing.assert_allclose(loss, (ce(start, sp) + ce(end, ep)) / 2, rtol=1e-5)
