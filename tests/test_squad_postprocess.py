@@ -30,6 +30,45 @@ def tokenizer(minilm_hf) -> tokenization.FullTokenizer:
 
 
 # -- the reference: run_squad.py's write_predictions loop, as it was ---------------------------
+def reference_get_final_text(pred_text, orig_text, do_lower_case):
+    def _strip_spaces(text):
+        ns_chars = []
+        ns_to_s_map = collections.OrderedDict()
+        for i, c in enumerate(text):
+            if c == " ":
+                continue
+            ns_to_s_map[len(ns_chars)] = i
+            ns_chars.append(c)
+        return "".join(ns_chars), ns_to_s_map
+
+    tokenizer = tokenization.BasicTokenizer(do_lower_case=do_lower_case)
+    tok_text = " ".join(tokenizer.tokenize(orig_text))
+    start_position = tok_text.find(pred_text)
+    if start_position == -1:
+        return orig_text
+    end_position = start_position + len(pred_text) - 1
+    orig_ns_text, orig_ns_to_s_map = _strip_spaces(orig_text)
+    tok_ns_text, tok_ns_to_s_map = _strip_spaces(tok_text)
+    if len(orig_ns_text) != len(tok_ns_text):
+        return orig_text
+    tok_s_to_ns_map = {tok_index: i for i, tok_index in tok_ns_to_s_map.items()}
+    orig_start_position = None
+    if start_position in tok_s_to_ns_map:
+        ns_start_position = tok_s_to_ns_map[start_position]
+        if ns_start_position in orig_ns_to_s_map:
+            orig_start_position = orig_ns_to_s_map[ns_start_position]
+    if orig_start_position is None:
+        return orig_text
+    orig_end_position = None
+    if end_position in tok_s_to_ns_map:
+        ns_end_position = tok_s_to_ns_map[end_position]
+        if ns_end_position in orig_ns_to_s_map:
+            orig_end_position = orig_ns_to_s_map[ns_end_position]
+    if orig_end_position is None:
+        return orig_text
+    return orig_text[orig_start_position:(orig_end_position + 1)]
+
+
 def _get_best_indexes(logits, n_best_size):
     index_and_score = sorted(enumerate(logits), key=lambda x: x[1], reverse=True)
     return [index_and_score[i][0] for i in range(min(n_best_size, len(index_and_score)))]
@@ -90,7 +129,8 @@ def reference_predictions(examples, features, start_logits, end_logits, n_best_s
                 orig_tokens = example.doc_tokens[orig_doc_start:(orig_doc_end + 1)]
                 tok_text = " ".join(tok_tokens).replace(" ##", "").replace("##", "")
                 tok_text = " ".join(tok_text.strip().split())
-                final_text = pp.get_final_text(tok_text, " ".join(orig_tokens), do_lower_case)
+                final_text = reference_get_final_text(tok_text, " ".join(orig_tokens),
+                                                      do_lower_case)
                 if final_text in seen:
                     continue
                 seen[final_text] = True
@@ -161,6 +201,7 @@ def test_vectorised_equals_the_original_loop(shared_dir, tokenizer, v2):
 ])
 def test_get_final_text(pred, orig, lower, want):
     assert pp.get_final_text(pred, orig, lower) == want
+    assert reference_get_final_text(pred, orig, lower) == want
 
 
 def test_files_in_the_original_format(tmp_path):
