@@ -135,8 +135,8 @@ def test_v1_train_killed_resumed_and_predict(shared_dir, vocab, config_file, tmp
     cut_squad(squad_dir / "dev-v1.1-articles-00-15.json", train_file, N_TRAIN)
     gold = cut_squad(squad_dir / "dev-v1.1-articles-16-47.json", predict_file, N_PREDICT)
     out = tmp_path / "out"
-    epochs, save_every, per_loop = 30, 20, 5
-    total = int(N_TRAIN / BATCH * epochs)  # 150, from the questions (windows are more)
+    epochs, save_every, per_loop = 16, 15, 5
+    total = int(N_TRAIN / BATCH * epochs)  # 80, from the questions (windows are more)
     flags = [f"--vocab_file={vocab}", f"--bert_config_file={config_file}", "--do_train=true",
              f"--train_file={train_file}", *SEQ, f"--train_batch_size={BATCH}",
              f"--num_train_epochs={epochs}", f"--save_checkpoints_steps={save_every}",
