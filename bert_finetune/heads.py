@@ -1,7 +1,9 @@
 """Task heads on top of the encoder, with the original's variable names.
 
 The classification head of `run_classifier.create_model` owns `output_weights` [C, H] and
-`output_bias` [C] at the top level of the checkpoint, exactly as the original wrote them.
+`output_bias` [C] at the top level of the checkpoint, exactly as the original wrote them; the
+span head of `run_squad.create_model` owns `cls/squad/output_weights` [2, H] and
+`cls/squad/output_bias` [2].
 """
 
 from __future__ import annotations
@@ -49,3 +51,40 @@ class ClassifierHead(tf.Module):
         one_hot = tf.one_hot(tf.cast(labels, tf.int32), depth=self.num_labels, dtype=tf.float32)
         per_example_loss = -tf.reduce_sum(one_hot * log_probs, axis=-1)
         return per_example_loss, tf.nn.softmax(logits, axis=-1)
+
+
+class SpanHead(tf.Module):
+    """run_squad.py's answer-span layer: one dense [H] -> 2 on every token, no dropout.
+
+    Owns `cls/squad/output_weights` [2, H] and `cls/squad/output_bias` [2], the original's
+    checkpoint names (bert-convert maps Hugging Face's `qa_outputs` onto them).
+    """
+
+    def __init__(self, hidden_size: int, initializer_range: float = 0.02):
+        super().__init__(name="squad")
+        self.output_weights = tf.Variable(
+            tf.random.truncated_normal([2, hidden_size], stddev=initializer_range),
+            name="output_weights")
+        self.output_bias = tf.Variable(tf.zeros([2]), name="output_bias")
+
+    def variables_by_name(self) -> dict[str, tf.Variable]:
+        return {"cls/squad/output_weights": self.output_weights,
+                "cls/squad/output_bias": self.output_bias}
+
+    def logits(self, sequence_output: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """sequence_output [B, T, H] (any float dtype) -> (start_logits, end_logits) [B, T]."""
+        x = tf.cast(sequence_output, tf.float32)
+        logits = tf.einsum("bth,kh->btk", x, self.output_weights) + self.output_bias  # [B, T, 2]
+        return logits[:, :, 0], logits[:, :, 1]
+
+    @staticmethod
+    def loss(start_logits: tf.Tensor, end_logits: tf.Tensor, start_positions: tf.Tensor,
+             end_positions: tf.Tensor) -> tf.Tensor:
+        """Per-example (CE(start) + CE(end)) / 2: [B] (the original's batch mean is its mean)."""
+        def cross_entropy(logits, positions):
+            seq_length = tf.shape(logits)[1]
+            one_hot = tf.one_hot(tf.cast(positions, tf.int32), depth=seq_length, dtype=tf.float32)
+            return -tf.reduce_sum(one_hot * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+
+        return (cross_entropy(start_logits, start_positions)
+                + cross_entropy(end_logits, end_positions)) / 2.0

@@ -66,3 +66,16 @@ run_or_print() {
     exec "$@"
   fi
 }
+
+# tool_cmd VAR NAME: $VAR if set, else NAME on PATH, else the repo's .venv/bin/NAME, else NAME.
+tool_cmd() {
+  if [[ -n ${!1:-} ]]; then
+    echo "${!1}"
+  elif command -v "$2" >/dev/null 2>&1; then
+    echo "$2"
+  elif [[ -x $REPO_DIR/.venv/bin/$2 ]]; then
+    echo "$REPO_DIR/.venv/bin/$2"
+  else
+    echo "$2"
+  fi
+}

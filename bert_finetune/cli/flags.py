@@ -12,8 +12,11 @@ from bert_finetune import task
 FLAGS = flags.FLAGS
 
 
-def define_model_flags() -> None:
-    """bert_config_file, vocab_file, init_checkpoint, do_lower_case, max_seq_length, output_dir."""
+def define_model_flags(max_seq_length: int = 128) -> None:
+    """bert_config_file, vocab_file, init_checkpoint, do_lower_case, max_seq_length, output_dir.
+
+    `max_seq_length` is the flag's default (run_classifier.py: 128, run_squad.py: 384).
+    """
     flags.DEFINE_string(
         "bert_config_file", None,
         "The config json file corresponding to the pre-trained BERT model. "
@@ -32,7 +35,7 @@ def define_model_flags() -> None:
         "Whether to lower case the input text. Should be True for uncased "
         "models and False for cased models.")
     flags.DEFINE_integer(
-        "max_seq_length", 128,
+        "max_seq_length", max_seq_length,
         "The maximum total input sequence length after WordPiece tokenization. "
         "Sequences longer than this will be truncated, and sequences shorter "
         "than this will be padded.")

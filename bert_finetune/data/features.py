@@ -193,6 +193,9 @@ def _float_feature(values: Iterable[float]) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
 
 
+int_feature = _int_feature  # for the other tasks' record writers
+
+
 def features_to_tf_example(feature: InputFeatures, is_regression: bool = False) -> tf.train.Example:
     """The tf.train.Example of one `InputFeatures`, with the original's feature names."""
     features = collections.OrderedDict()
@@ -227,6 +230,9 @@ def _atomic_record_writer(output_file: str) -> Iterator[tf.io.TFRecordWriter]:
         with contextlib.suppress(OSError):
             fileio.remove_if_exists(tmp)
         raise
+
+
+atomic_record_writer = _atomic_record_writer
 
 
 def file_based_convert_examples_to_features(

@@ -59,6 +59,7 @@ def file_based_input_fn_builder(
     seed: int | None = None,
     skip_batches: int = 0,
     input_context: tf.distribute.InputContext | None = None,
+    features_spec: Mapping | None = None,
 ) -> Callable[[Mapping], tf.data.Dataset]:
     """Creates an `input_fn(params)` returning the tf.data.Dataset of `input_file`'s records.
 
@@ -68,10 +69,12 @@ def file_based_input_fn_builder(
     `seed` the order is the same on every run (given the same global seed, if one is set).
     `skip_batches` drops the first batches of that stream, e.g. those a resumed run already
     trained on. With an `input_context` of more than one pipeline, each pipeline reads every
-    num_input_pipelines-th record from its input_pipeline_id.
+    num_input_pipelines-th record from its input_pipeline_id. `features_spec` replaces the
+    classifier's feature spec (another task's records, e.g. SQuAD's).
     """
     files = [input_file] if isinstance(input_file, str) else list(input_file)
-    spec = name_to_features(seq_length, is_regression)
+    spec = features_spec if features_spec is not None else name_to_features(seq_length,
+                                                                             is_regression)
     if skip_batches < 0:
         raise ValueError(f"skip_batches must be >= 0, not {skip_batches}")
     if skip_batches and is_training and seed is None:

@@ -287,12 +287,13 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
     return 0
 
 
-def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset
-                  ) -> dict[str, np.ndarray]:
+def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
+                  progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Runs `task.predict` on every batch of `dataset` (global batches, in order).
 
     Batches are split across replicas in order and gathered back, so row i of every output
     is example i. Under MultiWorkerMirroredStrategy each worker runs it locally.
+    `progress(batches_done)` is called after every batch.
     """
     use_strategy = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if use_strategy:
@@ -311,6 +312,8 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
     chunks: list[dict[str, np.ndarray]] = []
     for features in dist:
         chunks.append({k: v.numpy() for k, v in step(features).items()})
+        if progress is not None:
+            progress(len(chunks))
     if not chunks:
         return {}
     return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
