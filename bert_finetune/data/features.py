@@ -229,6 +229,10 @@ def _atomic_record_writer(output_file: str) -> Iterator[tf.io.TFRecordWriter]:
         raise
 
 
+# Public name for the other record writers (pretraining_records.py).
+atomic_record_writer = _atomic_record_writer
+
+
 def file_based_convert_examples_to_features(
     examples: Sequence[InputExample | PaddingInputExample],
     label_list: Sequence,
