@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -294,6 +294,15 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
     Batches are split across replicas in order and gathered back, so row i of every output
     is example i. Under MultiWorkerMirroredStrategy each worker runs it locally.
     """
+    chunks = list(iter_inference(strategy, task, dataset))
+    if not chunks:
+        return {}
+    return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+
+
+def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """`run_inference` one batch at a time: yields each batch's outputs (flat memory)."""
     use_strategy = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if use_strategy:
         options = tf.data.Options()
@@ -308,12 +317,8 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
     else:
         dist = dataset
         step = tf.function(task.predict)
-    chunks: list[dict[str, np.ndarray]] = []
     for features in dist:
-        chunks.append({k: v.numpy() for k, v in step(features).items()})
-    if not chunks:
-        return {}
-    return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+        yield {k: v.numpy() for k, v in step(features).items()}
 
 
 def _hms(seconds: float) -> str:
