@@ -47,6 +47,7 @@ class TrainOptions:
     dynamic_loss_scale: bool = False
     initial_loss_scale: float = 2.0 ** 15
     loss_scale_period: int = 2000
+    optimizer: str = "adamw"  # or "lamb" (optimization.create_optimizer)
 
 
 def _summary_writer(directory: str, chief: bool):
@@ -73,7 +74,7 @@ class Trainer:
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.optimizer = optimization.create_optimizer(
                 self._variables, options.learning_rate, options.num_train_steps,
-                options.num_warmup_steps)
+                options.num_warmup_steps, options.optimizer)
             if options.dynamic_loss_scale:
                 first = tf.VariableAggregation.ONLY_FIRST_REPLICA
                 self.loss_scale = tf.Variable(options.initial_loss_scale, dtype=tf.float32,
