@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -231,3 +232,62 @@ def test_validate_reports_every_problem(tmp_path):
         assert needle in text
     with pytest.raises(UserError, match="no file matches"):
         task.expand_globs(str(tmp_path / "none*.txt"))
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_squad_converter(tmp_path):
+    conv = _load_script("squad_to_pretraining_text")
+    assert conv.split_sentences('He said "Go." Then 3 left!  (Really?) Yes.  The U.S. team won.') \
+        == ['He said "Go."', "Then 3 left!", "(Really?)", "Yes.", "The U.S. team won."]
+    squad = {"version": "1.1", "data": [
+        {"title": "A", "paragraphs": [{"context": "One. Two two.", "qas": []},
+                                      {"context": "Three?", "qas": []}]},
+        {"title": "B", "paragraphs": [{"context": "  ", "qas": []}]},
+        {"title": "C", "paragraphs": [{"context": "Four\nfour.", "qas": []}]}]}
+    (tmp_path / "s.json").write_text(json.dumps(squad))
+    assert conv.main([str(tmp_path / "s.json"), "-o", str(tmp_path / "t.txt")]) == 0
+    assert (tmp_path / "t.txt").read_text() == "One.\nTwo two.\nThree?\n\nFour four.\n"
+    assert conv.main([str(tmp_path / "missing.json")]) == 1
+
+
+@pytest.mark.slow
+def test_recorded_run_script_smoke(tmp_path):
+    """scripts/pretrain_squad_minilm.sh end to end on a tiny model and two tiny SQuAD files."""
+    from conftest import TINY_CONFIG
+
+    from bert_finetune import checkpoints, modeling
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    write_vocab(model_dir / "vocab.txt")
+    (model_dir / "bert_config.json").write_text(json.dumps(TINY_CONFIG))
+    encoder = modeling.BertModel(modeling.BertConfig(**TINY_CONFIG))
+    checkpoints.write_checkpoint(str(model_dir / "bert_model.ckpt"),
+                                 {n: v.numpy() for n, v in encoder.variables_by_name().items()})
+    squad = tmp_path / "squad"
+    squad.mkdir()
+    rng = random.Random(0)
+    from pretraining_text import sentence
+
+    for name in ("dev-v1.1-articles-00-15.json", "dev-v1.1-articles-16-47.json"):
+        data = [{"title": str(a), "paragraphs": [
+            {"context": " ".join(sentence(rng) for _ in range(6)), "qas": []}]}
+            for a in range(8)]
+        (squad / name).write_text(json.dumps({"version": "1.1", "data": data}))
+    env = dict(os.environ, STEPS="2", SAVE_EVERY="1", BATCH="4", SEQ="32", PREDS="5",
+               EVAL_STEPS="2", VENV=str(Path(sys.executable).parent.parent))
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "pretrain_squad_minilm.sh"),
+                           str(model_dir), str(squad), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    for key in ("before:", "eval-1:", "eval-2:", "masked_lm_accuracy"):
+        assert key in summary
