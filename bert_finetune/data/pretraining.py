@@ -16,7 +16,7 @@ Bounded memory (the original held the whole corpus and every instance of every d
 `iter_document_shards` yields the corpus in shards of about `max_shard_tokens` wordpieces,
 ending at document boundaries, and `create_training_instances` runs the original algorithm on
 one shard at a time with the one generator. A corpus that fits in one shard (the default
-holds ~4M wordpieces, ~20 MB of text) gives exactly the original's output; a larger one
+holds ~1M wordpieces, ~5 MB of text) gives exactly the original's output; a larger one
 differs only in that random next segments and the final shuffle stay within a shard.
 Tokens are the vocabulary's own (interned) strings, so a token costs a pointer.
 """
@@ -30,10 +30,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from bert_finetune import tokenization
 from bert_finetune.data.readers import iter_lines
 
-DEFAULT_MAX_SHARD_TOKENS = 4_000_000
+DEFAULT_MAX_SHARD_TOKENS = 1_000_000
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class TrainingInstance:
     """A single training instance (sentence pair)."""
 
