@@ -13,6 +13,7 @@ second and the peak resident memory of each run (the child's ru_maxrss).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import re
@@ -27,14 +28,14 @@ def generate(path: str, vocab_file: str, megabytes: float, seed: int = 0) -> Non
     with open(vocab_file, encoding="utf-8") as f:
         words = [w.strip() for w in f if re.fullmatch(r"[a-z]{2,}", w.strip())]
     rng = random.Random(seed)
-    weights = [1.0 / (rank + 10) for rank in range(len(words))]
+    cum_weights = list(itertools.accumulate(1.0 / (rank + 10) for rank in range(len(words))))
     target = int(megabytes * 1e6)
     written = 0
     with open(path, "w", encoding="utf-8") as f:
         while written < target:
             doc = []
             for _ in range(rng.randint(3, 30)):
-                sentence = rng.choices(words, weights, k=rng.randint(5, 35))
+                sentence = rng.choices(words, cum_weights=cum_weights, k=rng.randint(5, 35))
                 doc.append(" ".join(sentence).capitalize() + ".")
             text = "\n".join(doc) + "\n\n"
             f.write(text)
