@@ -122,6 +122,7 @@ def test_pretrain_then_classify(setup, tmp_path):
     assert diff < 0.01, diff
 
 
+@pytest.mark.slow
 def test_lamb_trains_through_the_runner(setup):
     root, records, prefix = setup
     pt.run(_opts(root, records, prefix, do_train=True, optimizer="lamb", num_train_steps=2,
