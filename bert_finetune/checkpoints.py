@@ -86,9 +86,10 @@ def init_from_checkpoint(
         required variable or any shape mismatch is a UserError naming it, both shapes and the file.
       assignment_map: optional {model name: checkpoint name} renames.
 
-    Returns: the names restored. Each one is logged with `*INIT_FROM_CKPT*` as the original did.
-    Checkpoint variables the model does not have (optimizer slots, global_step, other heads) are
-    ignored.
+    Returns: the names restored. Each one is logged with `*INIT_FROM_CKPT*` as the original did;
+    the model's variables not restored (e.g. `cls/` heads missing from the checkpoint) keep their
+    fresh initial values, and one log line lists them. Checkpoint variables the model does not
+    have (optimizer slots, global_step, other heads) are ignored.
     """
     prefix = resolve_checkpoint(init_checkpoint)
     ckpt = reader(prefix)
@@ -119,8 +120,12 @@ def init_from_checkpoint(
                             f"{want} in the model; does --bert_config_file match the checkpoint?")
         var.assign(tf.cast(ckpt.get_tensor(ckpt_name), var.dtype))
         restored.append(name)
-    logging.info("**** Trainable Variables ****")
     restored_set = set(restored)
+    fresh = [n for n in variables if n not in restored_set]
+    if fresh:
+        # E.g. the cls/ heads of a checkpoint released without them, or a new task's head.
+        logging.info("Initialised fresh (not restored from %s): %s", prefix, ", ".join(fresh))
+    logging.info("**** Trainable Variables ****")
     for name, var in variables.items():
         init_string = ", *INIT_FROM_CKPT*" if name in restored_set else ""
         logging.info("  name = %s, shape = %s%s", name, var.shape, init_string)

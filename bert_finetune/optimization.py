@@ -9,6 +9,9 @@ The optimizer is a `tf.Module` over `tf.Variable`s (no Keras). It runs eagerly, 
 context hands the (already aggregated) gradients to `merge_call` and updates each copy of a
 mirrored variable with `strategy.extended.update` — the pattern Keras 2's OptimizerV2 used.
 
+`LAMB` (layer-wise trust ratios, for the large batches of multi-worker/TPU pretraining) sits
+beside it with the same decay exclusions; `create_optimizer(..., optimizer_type="lamb")`.
+
 Unlike the original, which clipped each TPU shard's gradient on its own, the caller clips the
 *aggregated* gradient, so that N replicas give the same result as one replica on the global batch.
 """
@@ -175,17 +178,18 @@ class AdamWeightDecay(tf.Module):
         if not names:
             return
         learning_rate = self.learning_rate_at(global_step)
+        step = tf.cast(global_step, tf.float32) + 1.0  # 1-based: LAMB's bias correction
         keep = None if skip is None else tf.convert_to_tensor(skip, tf.bool)
 
-        def merge_fn(strategy: tf.distribute.Strategy, grads, learning_rate, keep) -> None:
-            self._distributed_apply(strategy, names, grads, learning_rate, keep)
+        def merge_fn(strategy: tf.distribute.Strategy, grads, learning_rate, step, keep) -> None:
+            self._distributed_apply(strategy, names, grads, learning_rate, step, keep)
 
         replica_context = tf.distribute.get_replica_context()
         if replica_context is None:  # cross-replica context, e.g. under strategy.scope()
             self._distributed_apply(tf.distribute.get_strategy(), names, grads, learning_rate,
-                                    keep)
+                                    step, keep)
         else:
-            replica_context.merge_call(merge_fn, args=(grads, learning_rate, keep))
+            replica_context.merge_call(merge_fn, args=(grads, learning_rate, step, keep))
 
     def _distributed_apply(
         self,
@@ -193,6 +197,7 @@ class AdamWeightDecay(tf.Module):
         names: list[str],
         grads: list,
         learning_rate,
+        step,
         keep,
     ) -> None:
         # In the cross-replica context: `update` runs `_apply_one` once per copy of a mirrored
@@ -206,21 +211,27 @@ class AdamWeightDecay(tf.Module):
                     self._slots[f"{name}/adam_m"],
                     self._slots[f"{name}/adam_v"],
                     learning_rate,
+                    step,
                     keep,
-                    self._do_use_weight_decay(name),
+                    name,
                 ),
                 group=False,
             )
 
-    def _apply_one(self, param, grad, m, v, learning_rate, keep, use_weight_decay: bool) -> None:
+    def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str) -> None:
+        del step  # no bias correction in the original
         grad = tf.cast(grad, tf.float32)
         next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
         next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
         update = next_m / (tf.sqrt(next_v) + self.epsilon)
-        if use_weight_decay:
+        if self._do_use_weight_decay(name):
             update += self.weight_decay_rate * tf.cast(param, tf.float32)
         update_with_lr = learning_rate * update
         next_param = tf.cast(param, tf.float32) - update_with_lr
+        self._assign(param, m, v, next_param, next_m, next_v, keep)
+
+    @staticmethod
+    def _assign(param, m, v, next_param, next_m, next_v, keep) -> None:
         if keep is not None:  # an overflowed float16 step: everything stays as it was
             next_param = tf.where(keep, tf.cast(param, tf.float32), next_param)
             next_m = tf.where(keep, m, next_m)
@@ -230,16 +241,75 @@ class AdamWeightDecay(tf.Module):
         v.assign(next_v)
 
 
+class LAMB(AdamWeightDecay):
+    """LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning"), as tf-models'.
+
+    Adam moments *with* bias correction, decoupled weight decay, then a per-variable trust
+    ratio ||param|| / ||update|| (1 when either norm is 0, or for variables excluded from layer
+    adaptation, by default the weight-decay exclusions):
+        m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  m̂ = m / (1-β1^t);  v̂ = v / (1-β2^t)
+        update = m̂ / (sqrt(v̂) + ε) [+ weight_decay_rate·param]
+        param -= ratio · lr · update
+    with t the 1-based step. The slots keep the names `<var>/adam_m`, `<var>/adam_v` (they are
+    Adam's moments), so checkpoint converters that skip those names skip them here too.
+    """
+
+    def __init__(self, variables: Mapping[str, tf.Variable], learning_rate: float,
+                 num_train_steps: int, num_warmup_steps: int, weight_decay_rate: float = 0.01,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-6,
+                 exclude_from_weight_decay: Iterable[str] | None = ("LayerNorm", "layer_norm",
+                                                                    "bias"),
+                 exclude_from_layer_adaptation: Iterable[str] | None = None, name: str = "LAMB"):
+        super().__init__(variables, learning_rate, num_train_steps, num_warmup_steps,
+                         weight_decay_rate, beta_1, beta_2, epsilon, exclude_from_weight_decay,
+                         name=name)
+        self.exclude_from_layer_adaptation = (
+            self.exclude_from_weight_decay if exclude_from_layer_adaptation is None
+            else tuple(exclude_from_layer_adaptation))
+
+    def _do_layer_adaptation(self, param_name: str) -> bool:
+        return not any(re.search(r, param_name) for r in self.exclude_from_layer_adaptation)
+
+    def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str) -> None:
+        grad = tf.cast(grad, tf.float32)
+        p = tf.cast(param, tf.float32)
+        next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
+        next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+        m_hat = next_m / (1.0 - tf.pow(self.beta_1, step))
+        v_hat = next_v / (1.0 - tf.pow(self.beta_2, step))
+        update = m_hat / (tf.sqrt(v_hat) + self.epsilon)
+        if self._do_use_weight_decay(name):
+            update += self.weight_decay_rate * p
+        ratio = tf.constant(1.0)
+        if self._do_layer_adaptation(name):
+            w_norm = tf.norm(p, ord=2)
+            g_norm = tf.norm(update, ord=2)
+            ratio = tf.where(w_norm > 0.0,
+                             tf.where(g_norm > 0.0, w_norm / tf.maximum(g_norm, 1e-30), 1.0),
+                             1.0)
+        next_param = p - ratio * learning_rate * update
+        self._assign(param, m, v, next_param, next_m, next_v, keep)
+
+
+OPTIMIZERS = ("adamw", "lamb")
+
+
 def create_optimizer(
     variables: Mapping[str, tf.Variable],
     init_lr: float,
     num_train_steps: int,
     num_warmup_steps: int,
+    optimizer_type: str = "adamw",
 ) -> AdamWeightDecay:
     """The original's optimizer settings: weight decay 0.01, β 0.9/0.999, ε 1e-6, LayerNorm/bias
     excluded. Call under `strategy.scope()`; clip with `clip_gradients` before `apply_gradients`.
+
+    `optimizer_type="lamb"` gives `LAMB` with the same settings and exclusions (tf-models').
     """
-    return AdamWeightDecay(
+    if optimizer_type not in OPTIMIZERS:
+        raise UserError(f"--optimizer={optimizer_type}: use one of {', '.join(OPTIMIZERS)}")
+    cls = LAMB if optimizer_type == "lamb" else AdamWeightDecay
+    return cls(
         variables,
         learning_rate=init_lr,
         num_train_steps=num_train_steps,

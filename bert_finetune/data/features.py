@@ -232,6 +232,7 @@ def _atomic_record_writer(output_file: str) -> Iterator[tf.io.TFRecordWriter]:
         raise
 
 
+# Public name for the other record writers (squad_features.py, pretraining_records.py).
 atomic_record_writer = _atomic_record_writer
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -47,6 +47,7 @@ class TrainOptions:
     dynamic_loss_scale: bool = False
     initial_loss_scale: float = 2.0 ** 15
     loss_scale_period: int = 2000
+    optimizer: str = "adamw"  # or "lamb" (optimization.create_optimizer)
 
 
 def _summary_writer(directory: str, chief: bool):
@@ -73,7 +74,7 @@ class Trainer:
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.optimizer = optimization.create_optimizer(
                 self._variables, options.learning_rate, options.num_train_steps,
-                options.num_warmup_steps)
+                options.num_warmup_steps, options.optimizer)
             if options.dynamic_loss_scale:
                 first = tf.VariableAggregation.ONLY_FIRST_REPLICA
                 self.loss_scale = tf.Variable(options.initial_loss_scale, dtype=tf.float32,
@@ -295,6 +296,19 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
     is example i. Under MultiWorkerMirroredStrategy each worker runs it locally.
     `progress(batches_done)` is called after every batch.
     """
+    chunks = []
+    for chunk in iter_inference(strategy, task, dataset):
+        chunks.append(chunk)
+        if progress is not None:
+            progress(len(chunks))
+    if not chunks:
+        return {}
+    return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+
+
+def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """`run_inference` one batch at a time: yields each batch's outputs (flat memory)."""
     use_strategy = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if use_strategy:
         options = tf.data.Options()
@@ -309,14 +323,8 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
     else:
         dist = dataset
         step = tf.function(task.predict)
-    chunks: list[dict[str, np.ndarray]] = []
     for features in dist:
-        chunks.append({k: v.numpy() for k, v in step(features).items()})
-        if progress is not None:
-            progress(len(chunks))
-    if not chunks:
-        return {}
-    return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+        yield {k: v.numpy() for k, v in step(features).items()}
 
 
 def _hms(seconds: float) -> str:

@@ -1,0 +1,303 @@
+"""Masked LM + next sentence pretraining: the library behind `bert-pretrain`.
+
+`PretrainingOptions` holds run_pretraining.py's flags by their names and defaults (plus the
+runner's additions and `optimizer`), `validate()` reports every problem at once (the records'
+max_seq_length / max_predictions_per_seq included, read from the records before any work), and
+`run()` trains with the runner's Trainer and evaluates, writing what the original wrote:
+`model.ckpt-N` (with `bert/...` and `cls/...` names) and `eval_results.txt`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from bert_finetune import checkpoints, fileio, modeling, optimization, outputs
+from bert_finetune.create_pretraining_data import expand_globs
+from bert_finetune.data import pretraining_records
+from bert_finetune.errors import UserError
+from bert_finetune.heads import MaskedLMHead, NextSentenceHead
+from bert_finetune.runner import distribute, loops
+
+TRAIN_SEED = 12345
+
+
+@dataclasses.dataclass
+class PretrainingOptions:
+    """The flags of run_pretraining.py (same names and defaults) plus our additions."""
+
+    bert_config_file: str | None = None
+    input_file: str | None = None  # comma-separated globs
+    output_dir: str | None = None
+    init_checkpoint: str | None = None
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    do_train: bool = False
+    do_eval: bool = False
+    train_batch_size: int = 32
+    eval_batch_size: int = 8
+    learning_rate: float = 5e-5
+    num_train_steps: int = 100000
+    num_warmup_steps: int = 10000
+    save_checkpoints_steps: int = 1000
+    iterations_per_loop: int = 1000
+    max_eval_steps: int = 100
+    use_tpu: bool = False
+    tpu_name: str | None = None
+    tpu_zone: str | None = None
+    gcp_project: str | None = None
+    master: str | None = None
+    num_tpu_cores: int = 8
+    # Additions.
+    optimizer: str = "adamw"
+    keep_checkpoint_max: int = 5
+    compute_dtype: str = "float32"
+    use_xla: bool = False
+    distribution_strategy: str = "auto"
+    use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
+
+
+class PretrainingModel(tf.Module):
+    """BERT + the masked-LM and next-sentence heads; the runner's task (see runner/loops.py)."""
+
+    def __init__(self, config: modeling.BertConfig, use_one_hot_embeddings: bool = False,
+                 compute_dtype: str = "float32"):
+        super().__init__(name="pretraining_model")
+        self.bert = modeling.BertModel(config, use_one_hot_embeddings, compute_dtype)
+        self.masked_lm = MaskedLMHead(config, self.bert.get_embedding_table())
+        self.next_sentence = NextSentenceHead(config.hidden_size, config.initializer_range)
+
+    def variables_by_name(self) -> dict[str, tf.Variable]:
+        names = self.bert.variables_by_name()
+        names.update(self.masked_lm.variables_by_name())
+        names.update(self.next_sentence.variables_by_name())
+        return names
+
+    def forward(self, features: dict, training: bool) -> dict[str, tf.Tensor]:
+        """The original's model_fn outputs (B = batch, P = max_predictions_per_seq)."""
+        out = self.bert(features["input_ids"], features["input_mask"], features["segment_ids"],
+                        training=training)
+        positions = features["masked_lm_positions"]  # [B, P]
+        mlm_log_probs = self.masked_lm.log_probs(out["sequence_output"], positions)  # [B*P, V]
+        mlm_loss, mlm_example_loss = self.masked_lm.loss(
+            mlm_log_probs, features["masked_lm_ids"], features["masked_lm_weights"])
+        nsp_log_probs = self.next_sentence.log_probs(out["pooled_output"])  # [B, 2]
+        nsp_loss, nsp_example_loss = self.next_sentence.loss(
+            nsp_log_probs, features["next_sentence_labels"])
+        return {"masked_lm_loss": mlm_loss, "masked_lm_example_loss": mlm_example_loss,
+                "masked_lm_log_probs": mlm_log_probs, "next_sentence_loss": nsp_loss,
+                "next_sentence_example_loss": nsp_example_loss,
+                "next_sentence_log_probs": nsp_log_probs}
+
+    def per_example_loss(self, features: dict, training: bool) -> tf.Tensor:
+        """[B] whose mean is the original's total_loss (masked LM loss + next sentence loss).
+
+        The masked LM loss is normalised over the batch's predictions (sum of weights), so
+        every example carries it whole; the next sentence loss is per example.
+        """
+        out = self.forward(features, training)
+        return out["masked_lm_loss"] + out["next_sentence_example_loss"]
+
+    def predict(self, features: dict) -> dict[str, tf.Tensor]:
+        out = self.forward(features, training=False)
+        shape = tf.shape(features["masked_lm_ids"])  # [B, P]
+        return {
+            "masked_lm_example_loss": tf.reshape(out["masked_lm_example_loss"], shape),
+            "masked_lm_predictions": tf.reshape(
+                tf.argmax(out["masked_lm_log_probs"], axis=-1, output_type=tf.int32), shape),
+            "masked_lm_ids": features["masked_lm_ids"],
+            "masked_lm_weights": features["masked_lm_weights"],
+            "next_sentence_example_loss": out["next_sentence_example_loss"],
+            "next_sentence_predictions": tf.argmax(out["next_sentence_log_probs"], axis=-1,
+                                                   output_type=tf.int32),
+            "next_sentence_labels": tf.reshape(features["next_sentence_labels"], [-1]),
+        }
+
+
+# -- validation --------------------------------------------------------------------------------
+def _check_records(opts: PretrainingOptions, files: list[str]) -> list[str]:
+    """The records must have been made with this max_seq_length / max_predictions_per_seq."""
+    problems = []
+    for path in files:
+        try:
+            lengths = pretraining_records.record_lengths(path)
+        except UserError as e:
+            return [str(e)]
+        if lengths is None:
+            problems.append(f"--input_file: {path} holds no records")
+            continue
+        seq, preds = lengths
+        if seq != opts.max_seq_length:
+            problems.append(f"--max_seq_length={opts.max_seq_length} but the records of {path} "
+                            f"were made with max_seq_length={seq}")
+        if preds != opts.max_predictions_per_seq:
+            problems.append(f"--max_predictions_per_seq={opts.max_predictions_per_seq} but the "
+                            f"records of {path} were made with max_predictions_per_seq={preds}")
+        if problems:
+            break  # one file tells it; the others were most likely made the same way
+    return problems
+
+
+def validate(opts: PretrainingOptions) -> list[str]:
+    """Every problem with the options, checked before any heavy work (empty list when fine)."""
+    problems = []
+    if not (opts.do_train or opts.do_eval):
+        problems.append("At least one of `do_train` or `do_eval` must be True.")
+    for name in ("bert_config_file", "input_file", "output_dir"):
+        if not getattr(opts, name):
+            problems.append(f"--{name} is required")
+    for name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
+                 "eval_batch_size", "save_checkpoints_steps", "iterations_per_loop",
+                 "max_eval_steps", "num_tpu_cores", "keep_checkpoint_max"):
+        if getattr(opts, name) <= 0:
+            problems.append(f"--{name}={getattr(opts, name)} must be positive")
+    if opts.do_train:
+        if opts.num_train_steps <= 0:
+            problems.append(f"--num_train_steps={opts.num_train_steps} must be positive")
+        if opts.num_warmup_steps < 0:
+            problems.append(f"--num_warmup_steps={opts.num_warmup_steps} must not be negative")
+        if opts.learning_rate <= 0:
+            problems.append(f"--learning_rate={opts.learning_rate} must be positive")
+    if opts.optimizer not in optimization.OPTIMIZERS:
+        problems.append(f"--optimizer={opts.optimizer}: use one of "
+                        f"{', '.join(optimization.OPTIMIZERS)}")
+    if opts.compute_dtype not in ("float32", "bfloat16", "float16"):
+        problems.append(f"--compute_dtype={opts.compute_dtype}: use float32, bfloat16 or float16")
+    if opts.distribution_strategy not in distribute.STRATEGIES:
+        problems.append(f"--distribution_strategy={opts.distribution_strategy}: use one of "
+                        f"{', '.join(distribute.STRATEGIES)}")
+    if opts.use_tpu and not (opts.tpu_name or opts.master):
+        problems.append("--use_tpu=true needs --tpu_name (or --master)")
+    if opts.output_dir and tf.io.gfile.exists(opts.output_dir) and not tf.io.gfile.isdir(
+            opts.output_dir):
+        problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
+    if opts.input_file:
+        try:
+            files = expand_globs(opts.input_file)
+        except UserError as e:
+            problems.append(str(e))
+        else:
+            if opts.max_seq_length > 0 and opts.max_predictions_per_seq > 0:
+                problems += _check_records(opts, files)
+    config = None
+    if opts.bert_config_file:
+        try:
+            config = modeling.BertConfig.from_json_file(opts.bert_config_file)
+        except UserError as e:
+            problems.append(f"--bert_config_file: {e}")
+    if config is not None and opts.max_seq_length > config.max_position_embeddings:
+        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
+                        f"was only trained up to sequence length {config.max_position_embeddings} "
+                        f"(--max_seq_length, {opts.bert_config_file})")
+    if opts.init_checkpoint:
+        try:
+            checkpoints.resolve_checkpoint(opts.init_checkpoint)
+            if config is not None:
+                expected = {n: shape for n, shape, _ in modeling.variable_specs(config)}
+                problem = checkpoints.check_compatible(opts.init_checkpoint, expected)
+                if problem:
+                    problems.append(problem)
+        except UserError as e:
+            problems.append(str(e))
+    return problems
+
+
+# -- the run -----------------------------------------------------------------------------------
+def _strategy(opts: PretrainingOptions) -> tf.distribute.Strategy:
+    return distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone, opts.gcp_project,
+                                   opts.master, opts.distribution_strategy)
+
+
+def run(opts: PretrainingOptions) -> dict:
+    """Trains and/or evaluates as the flags say. Returns the eval results (if any)."""
+    config = modeling.BertConfig.from_json_file(opts.bert_config_file)
+    files = expand_globs(opts.input_file)
+    strategy = _strategy(opts)
+    chief = distribute.is_chief(strategy)
+    fileio.ensure_output_dir(opts.output_dir)
+    if chief:
+        # What the run was made from: lets the checkpoint directory serve as a model directory.
+        config.to_json_file(os.path.join(opts.output_dir, "bert_config.json"))
+    one_hot = opts.use_tpu if opts.use_one_hot_embeddings is None else opts.use_one_hot_embeddings
+    with strategy.scope():
+        model = PretrainingModel(config, one_hot, opts.compute_dtype)
+    logging.info("*** Input Files ***")
+    for input_file in files:
+        logging.info("  %s", input_file)
+    results: dict = {}
+    if opts.do_train:
+        _train(opts, strategy, model, files)
+    if opts.do_eval and chief:
+        results = evaluate(opts, strategy, model, files)
+    return results
+
+
+def _train(opts: PretrainingOptions, strategy, model: PretrainingModel, files: list[str]) -> None:
+    logging.info("***** Running training *****")
+    logging.info("  Batch size = %d", opts.train_batch_size)
+    train_opts = loops.TrainOptions(
+        output_dir=opts.output_dir, train_batch_size=opts.train_batch_size,
+        num_train_steps=opts.num_train_steps, num_warmup_steps=opts.num_warmup_steps,
+        learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
+        iterations_per_loop=opts.iterations_per_loop,
+        keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
+        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
+        optimizer=opts.optimizer)
+    trainer = loops.Trainer(strategy, model, train_opts)
+
+    def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
+        input_fn = pretraining_records.input_fn_builder(
+            files, opts.max_seq_length, opts.max_predictions_per_seq, is_training=True,
+            seed=TRAIN_SEED, skip_batches=skip_batches, input_context=input_context)
+        return input_fn({"batch_size": input_context.get_per_replica_batch_size(
+            opts.train_batch_size)})
+
+    trainer.train(dataset_fn)
+
+
+def eval_metrics(out: dict[str, np.ndarray], batch_size: int) -> dict:
+    """The original's metric_fn over inference outputs, plus TPUEstimator's mean batch loss."""
+    w = out["masked_lm_weights"].astype(np.float64)  # [N, P]
+    mlm_loss = out["masked_lm_example_loss"].astype(np.float64)
+    mlm_correct = (out["masked_lm_predictions"] == out["masked_lm_ids"]).astype(np.float64)
+    nsp_loss = out["next_sentence_example_loss"].astype(np.float64)  # [N]
+    nsp_correct = out["next_sentence_predictions"] == out["next_sentence_labels"]
+    batch_losses = []  # total_loss of each batch, as the training step computes it
+    for i in range(0, len(nsp_loss), batch_size):
+        bw = w[i:i + batch_size]
+        batch_losses.append(np.sum(bw * mlm_loss[i:i + batch_size]) / (np.sum(bw) + 1e-5)
+                            + np.mean(nsp_loss[i:i + batch_size]))
+    return {
+        "loss": np.float32(np.mean(batch_losses)),
+        "masked_lm_accuracy": np.float32(np.sum(w * mlm_correct) / max(np.sum(w), 1e-12)),
+        "masked_lm_loss": np.float32(np.sum(w * mlm_loss) / max(np.sum(w), 1e-12)),
+        "next_sentence_accuracy": np.float32(np.mean(nsp_correct)),
+        "next_sentence_loss": np.float32(np.mean(nsp_loss)),
+    }
+
+
+def evaluate(opts: PretrainingOptions, strategy, model: PretrainingModel, files: list[str]
+             ) -> dict:
+    """`max_eval_steps` batches of the records (repeated, as the original), into eval_results.txt."""
+    logging.info("***** Running evaluation *****")
+    logging.info("  Batch size = %d", opts.eval_batch_size)
+    step = loops.restore_for_inference(model.variables_by_name(), opts.output_dir,
+                                       opts.init_checkpoint)
+    input_fn = pretraining_records.input_fn_builder(
+        files, opts.max_seq_length, opts.max_predictions_per_seq, is_training=False)
+    dataset = input_fn({"batch_size": opts.eval_batch_size}).take(opts.max_eval_steps)
+    out = loops.run_inference(strategy, model, dataset)
+    results = eval_metrics(out, opts.eval_batch_size)
+    results["global_step"] = np.int64(step)
+    outputs.write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)
+    writer = tf.summary.create_file_writer(os.path.join(opts.output_dir, "eval"))
+    with writer.as_default(step=int(step)):
+        for key, value in results.items():
+            if key != "global_step":
+                tf.summary.scalar(key, float(value))
+    writer.close()
+    return results
