@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from absl import flags
 
+from bert_finetune.cli import usage
+
 FLAGS = flags.FLAGS
+
+
+@contextlib.contextmanager
+def flag_group(title: str) -> Iterator[None]:
+    """Flags defined inside are listed under `title` by --help (among the additions).
+
+        with flag_group("SQuAD additions"):
+            flags.DEFINE_bool(...)
+    """
+    before = set(FLAGS)
+    yield
+    usage.set_group(sorted(set(FLAGS) - before), title)
 
 
 def define_model_flags() -> None:
@@ -58,14 +75,16 @@ def define_runner_flags() -> None:
         "num_tpu_cores", 8,
         "Only used if `use_tpu` is True. Total number of TPU cores to use "
         "(TPUStrategy uses every core of the TPU it connects to).")
-    flags.DEFINE_integer("keep_checkpoint_max", 5, "How many model.ckpt-N to keep (newest).")
-    flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "float16"],
-                      "Activation dtype (mixed precision); variables stay float32.")
-    flags.DEFINE_bool("use_xla", False, "Compile the training step with XLA (jit_compile).")
-    flags.DEFINE_enum("distribution_strategy", "auto",
-                      ["auto", "default", "mirrored", "multi_worker", "tpu"],
-                      "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names several "
-                      "workers, Mirrored if several GPUs, else the default strategy.")
+    with flag_group("Runner additions (every training command)"):
+        flags.DEFINE_integer("keep_checkpoint_max", 5,
+                             "How many model.ckpt-N to keep (newest).")
+        flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "float16"],
+                          "Activation dtype (mixed precision); variables stay float32.")
+        flags.DEFINE_bool("use_xla", False, "Compile the training step with XLA (jit_compile).")
+        flags.DEFINE_enum("distribution_strategy", "auto",
+                          ["auto", "default", "mirrored", "multi_worker", "tpu"],
+                          "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names "
+                          "several workers, Mirrored if several GPUs, else the default strategy.")
 
 
 def explicitly_set(name: str) -> bool:
