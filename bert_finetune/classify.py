@@ -65,6 +65,7 @@ class ClassifyOptions:
     compute_dtype: str = "float32"
     use_xla: bool = False
     distribution_strategy: str = "auto"
+    log_every_n_steps: int = 100
     use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
@@ -128,7 +129,8 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
         problems.append(f"--task_name={opts.task_name}: task not found; valid tasks: "
                         f"{', '.join(sorted(processors))}")
     for name in ("max_seq_length", "train_batch_size", "eval_batch_size", "predict_batch_size",
-                 "save_checkpoints_steps", "iterations_per_loop", "num_tpu_cores"):
+                 "save_checkpoints_steps", "iterations_per_loop", "num_tpu_cores",
+                 "log_every_n_steps"):
         if getattr(opts, name) <= 0:
             problems.append(f"--{name}={getattr(opts, name)} must be positive")
     if opts.max_seq_length < 3 and opts.max_seq_length > 0:
@@ -344,7 +346,8 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
         learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
         iterations_per_loop=opts.iterations_per_loop,
         keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16")
+        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
+        log_every_n_steps=opts.log_every_n_steps)
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
 
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
@@ -370,7 +373,9 @@ def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list
     logging.info("  Batch size = %d", batch_size)
     step = loops.restore_for_inference(model.variables_by_name(), ctx.opts.output_dir,
                                        ctx.opts.init_checkpoint)
-    return loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size)), step, num_real
+    out = loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size),
+                              num_examples=len(examples), what=f"Running on {name}")
+    return out, step, num_real
 
 
 def _evaluate(ctx: _Context, model: ClassifierModel, data: _Data) -> dict:

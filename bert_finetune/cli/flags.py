@@ -81,6 +81,10 @@ def define_runner_flags() -> None:
         flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "float16"],
                           "Activation dtype (mixed precision); variables stay float32.")
         flags.DEFINE_bool("use_xla", False, "Compile the training step with XLA (jit_compile).")
+        flags.DEFINE_integer("log_every_n_steps", 100,
+                             "Off TPU: a progress line (step, loss, learning rate, examples/s, "
+                             "ETA) at least every this many steps and every ~30 s, whatever "
+                             "--iterations_per_loop is (on TPU: one line per loop).")
         flags.DEFINE_enum("distribution_strategy", "auto",
                           ["auto", "default", "mirrored", "multi_worker", "tpu"],
                           "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names "

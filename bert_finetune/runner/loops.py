@@ -8,6 +8,10 @@ It must be built under `strategy.scope()`. How TPUEstimator's concepts map here:
 `model_fn` -> the task; `iterations_per_loop` -> steps run inside one `tf.function` call;
 `RunConfig.save_checkpoints_steps` -> `TrainOptions.save_checkpoints_steps`; checkpoints keep
 TPUEstimator's `model.ckpt-N` files and variable names.
+
+Progress: on TPU one line per loop, as TPUEstimator. Elsewhere a loop is also cut at every
+`log_every_n_steps` step and after `log_every_secs`, so that a progress line (step, loss, lr,
+examples/s, ETA) comes at least that often whatever `iterations_per_loop` is.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from absl import logging
 
 from bert_finetune import checkpoints, optimization
 from bert_finetune.errors import UserError
+from bert_finetune.progress import Progress, hms
 from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
 
 # dataset_fn(input_context, skip_batches) -> this input pipeline's per-replica batches, its first
@@ -47,6 +52,11 @@ class TrainOptions:
     dynamic_loss_scale: bool = False
     initial_loss_scale: float = 2.0 ** 15
     loss_scale_period: int = 2000
+    # Off TPU: a progress line at least every log_every_n_steps steps and every log_every_secs
+    # seconds (0 = no such bound). Under MultiWorkerMirroredStrategy the time bound is off: all
+    # workers must run the same number of steps per call.
+    log_every_n_steps: int = 100
+    log_every_secs: float = 30.0
 
 
 def _summary_writer(directory: str, chief: bool):
@@ -88,8 +98,9 @@ class Trainer:
             saved["loss_scale"] = self.loss_scale
             saved["loss_scale_good_steps"] = self.good_steps
         self.saver = checkpoints.CheckpointSaver(saved, max_to_keep=options.keep_checkpoint_max)
-        # `train_steps(iterator, num_steps)` runs num_steps steps in one tf.function call (one
-        # trace: num_steps is a tensor) and returns their mean loss.
+        # `train_steps(iterator, num_steps[, max_secs])` runs num_steps steps in one tf.function
+        # call (one trace: num_steps is a tensor), fewer if max_secs (a float64 tensor) have
+        # passed, and returns their mean loss.
         self.train_steps = self._build_loop()
         # (global_step, mean loss) after each train_steps call of the last `train`.
         self.history: list[tuple[int, float]] = []
@@ -171,14 +182,29 @@ class Trainer:
                                            self.global_step, skip=skip)
             return loss
 
+        def one_step(iterator):
+            per_replica = strategy.run(step_fn, args=(next(iterator),))
+            self.global_step.assign_add(1)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
         @tf.function
-        def train_steps(iterator, num_steps):
-            total = tf.constant(0.0)
-            for _ in tf.range(num_steps):
-                per_replica = strategy.run(step_fn, args=(next(iterator),))
-                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-                self.global_step.assign_add(1)
-            return total / tf.cast(num_steps, tf.float32)
+        def train_steps(iterator, num_steps, max_secs=None):
+            total, done = tf.constant(0.0), tf.constant(0)
+            if max_secs is None:
+                for _ in tf.range(num_steps):
+                    total += one_step(iterator)
+                    done += 1
+            else:
+                began = tf.timestamp()
+                for _ in tf.range(num_steps):
+                    loss = one_step(iterator)
+                    total += loss
+                    done += 1
+                    with tf.control_dependencies([loss]):  # the clock read after the step
+                        now = tf.timestamp()
+                    if now - began >= max_secs:
+                        break
+            return total / tf.cast(done, tf.float32)
 
         return train_steps
 
@@ -226,26 +252,34 @@ class Trainer:
         iterator = self.make_iterator(dataset_fn, start)
         writer = _summary_writer(opts.output_dir, self.chief)
         step, loss = start, float("nan")
+        # Off TPU a loop also ends at each log step and after log_every_secs (see the module doc).
+        off_tpu = not is_tpu(self.strategy)
+        by_steps = off_tpu and opts.log_every_n_steps > 0
+        timed = off_tpu and opts.log_every_secs > 0 and not isinstance(
+            self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        max_secs = tf.constant(opts.log_every_secs, tf.float64) if timed else None
         began = time.time()
         while step < opts.num_train_steps:
             next_save = (step // opts.save_checkpoints_steps + 1) * opts.save_checkpoints_steps
             n = min(opts.iterations_per_loop, next_save - step, opts.num_train_steps - step)
+            if by_steps:
+                n = min(n, (step // opts.log_every_n_steps + 1) * opts.log_every_n_steps - step)
             t0 = time.time()
-            loss = float(self.train_steps(iterator, tf.constant(n, tf.int32)).numpy())
+            loss = float(self.train_steps(iterator, tf.constant(n, tf.int32), max_secs).numpy())
             elapsed = time.time() - t0
-            step = int(self.global_step.numpy())
+            done, step = int(self.global_step.numpy()) - step, int(self.global_step.numpy())
             self.history.append((step, loss))
-            examples_per_sec = n * opts.train_batch_size / max(elapsed, 1e-9)
+            examples_per_sec = done * opts.train_batch_size / max(elapsed, 1e-9)
             rate = (step - start) / max(time.time() - began, 1e-9)
             eta = (opts.num_train_steps - step) / max(rate, 1e-9)
             lr = float(self.optimizer.learning_rate_at(step - 1).numpy())
             logging.info("step %d/%d  loss = %.5f  lr = %.3g  examples/sec = %.1f  ETA %s",
-                         step, opts.num_train_steps, loss, lr, examples_per_sec, _hms(eta))
+                         step, opts.num_train_steps, loss, lr, examples_per_sec, hms(eta))
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("learning_rate", lr)
                 tf.summary.scalar("examples/sec", examples_per_sec)
-                tf.summary.scalar("global_step/sec", n / max(elapsed, 1e-9))
+                tf.summary.scalar("global_step/sec", done / max(elapsed, 1e-9))
             if step % opts.save_checkpoints_steps == 0 or step >= opts.num_train_steps:
                 self.save(step)
         writer.flush()
@@ -287,12 +321,14 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
     return 0
 
 
-def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset
+def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
+                  num_examples: int | None = None, what: str = "Inference"
                   ) -> dict[str, np.ndarray]:
     """Runs `task.predict` on every batch of `dataset` (global batches, in order).
 
     Batches are split across replicas in order and gathered back, so row i of every output
-    is example i. Under MultiWorkerMirroredStrategy each worker runs it locally.
+    is example i. Under MultiWorkerMirroredStrategy each worker runs it locally. A run longer
+    than a few seconds logs `what`'s progress (with an ETA when `num_examples` is given).
     """
     use_strategy = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if use_strategy:
@@ -309,13 +345,12 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
         dist = dataset
         step = tf.function(task.predict)
     chunks: list[dict[str, np.ndarray]] = []
+    progress = Progress(what, num_examples)
     for features in dist:
         chunks.append({k: v.numpy() for k, v in step(features).items()})
+        progress.advance(len(next(iter(chunks[-1].values()))) if chunks[-1] else 0)
+    progress.finish()
     if not chunks:
         return {}
     return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
 
-
-def _hms(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
