@@ -1,5 +1,6 @@
 """What every console script shares: one-line errors instead of tracebacks, a --help that lists
-the command's flags (cli/usage.py)."""
+the command's flags (cli/usage.py), a start without CUDA noise on CPU-only machines
+(cli/devices.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
-from bert_finetune.cli import usage
+from bert_finetune.cli import devices, usage
 from bert_finetune.errors import UserError
 
 
@@ -35,9 +36,14 @@ def run_main(program: str, main: Callable[[list[str]], None],
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return flags.FLAGS(argv)
+            rest = flags.FLAGS(argv)
         except flags.Error as e:  # absl's own message spans two lines
             fail(program, str(e))
+        # Here, not in main: absl's init callbacks (one of TensorFlow's lists the GPUs) run
+        # between parsing and main.
+        if "tensorflow" in sys.modules:
+            devices.probe_devices()  # without the CUDA error line of a CPU-only machine
+        return rest
 
     def wrapped(argv: list[str]) -> None:
         logging.set_verbosity(logging.INFO)
