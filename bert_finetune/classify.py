@@ -66,6 +66,7 @@ class ClassifyOptions:
     use_xla: bool = False
     distribution_strategy: str = "auto"
     log_every_n_steps: int = 100
+    gradient_accumulation_steps: int = 1
     use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
@@ -130,9 +131,13 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
                         f"{', '.join(sorted(processors))}")
     for name in ("max_seq_length", "train_batch_size", "eval_batch_size", "predict_batch_size",
                  "save_checkpoints_steps", "iterations_per_loop", "num_tpu_cores",
-                 "log_every_n_steps"):
+                 "log_every_n_steps", "gradient_accumulation_steps"):
         if getattr(opts, name) <= 0:
             problems.append(f"--{name}={getattr(opts, name)} must be positive")
+    if opts.gradient_accumulation_steps > 0 and opts.train_batch_size > 0 and \
+            opts.train_batch_size % opts.gradient_accumulation_steps:
+        problems.append(f"--gradient_accumulation_steps={opts.gradient_accumulation_steps} "
+                        f"must divide --train_batch_size={opts.train_batch_size}")
     if opts.max_seq_length < 3 and opts.max_seq_length > 0:
         problems.append(f"--max_seq_length={opts.max_seq_length} leaves no room for text "
                         "([CLS] and [SEP] take 2)")
@@ -347,7 +352,8 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
         iterations_per_loop=opts.iterations_per_loop,
         keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
         use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
-        log_every_n_steps=opts.log_every_n_steps)
+        log_every_n_steps=opts.log_every_n_steps,
+        gradient_accumulation_steps=opts.gradient_accumulation_steps)
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
 
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):

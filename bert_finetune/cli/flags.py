@@ -85,6 +85,11 @@ def define_runner_flags() -> None:
                              "Off TPU: a progress line (step, loss, learning rate, examples/s, "
                              "ETA) at least every this many steps and every ~30 s, whatever "
                              "--iterations_per_loop is (on TPU: one line per loop).")
+        flags.DEFINE_integer("gradient_accumulation_steps", 1,
+                             "Cut each step's batch into this many micro-batches and sum their "
+                             "gradients before the clip and the update: the same training as "
+                             "one step on the whole --train_batch_size, with the activation "
+                             "memory of one micro-batch. Must divide each replica's batch.")
         flags.DEFINE_enum("distribution_strategy", "auto",
                           ["auto", "default", "mirrored", "multi_worker", "tpu"],
                           "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names "

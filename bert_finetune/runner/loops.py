@@ -57,6 +57,10 @@ class TrainOptions:
     # workers must run the same number of steps per call.
     log_every_n_steps: int = 100
     log_every_secs: float = 30.0
+    # Each replica's batch is cut into this many micro-batches whose gradients are summed before
+    # the (single) clip and update: one step on the whole batch, with the activation memory of
+    # one micro-batch. train_batch_size stays the whole batch (the recipe's).
+    gradient_accumulation_steps: int = 1
 
 
 def _summary_writer(directory: str, chief: bool):
@@ -76,6 +80,13 @@ class Trainer:
         self.task = task
         self.options = options
         self.chief = is_chief(strategy)
+        accumulate = options.gradient_accumulation_steps
+        if accumulate < 1 or options.train_batch_size % (
+                accumulate * strategy.num_replicas_in_sync):
+            raise UserError(f"--gradient_accumulation_steps={accumulate} must be positive and "
+                            f"divide each replica's share of --train_batch_size="
+                            f"{options.train_batch_size} ({strategy.num_replicas_in_sync} "
+                            "replica(s))")
         self._variables = task.variables_by_name()
         with strategy.scope():
             self.global_step = tf.Variable(
@@ -164,9 +175,34 @@ class Trainer:
         if opts.use_xla and not is_tpu(strategy):  # TPU compiles everything anyway
             grads_fn = tf.function(grads_fn, jit_compile=True)
 
+        accumulate = opts.gradient_accumulation_steps
+
+        def accumulated_grads_fn(features, scale):
+            """grads_fn over `accumulate` micro-batches of the batch, one after the other.
+
+            Each micro-batch's loss is already divided by the whole batch size, so the sums are
+            the loss and gradient of the whole batch; only one micro-batch's activations are
+            alive at a time (parallel_iterations=1).
+            """
+            micro = tf.nest.map_structure(lambda t: _split_batch(t, accumulate), features)
+
+            def body(i, loss_sum, grad_sums):
+                loss, grads = grads_fn(tf.nest.map_structure(lambda t: t[i], micro), scale)
+                return i + 1, loss_sum + loss, [a + g for a, g in zip(grad_sums, grads,
+                                                                      strict=True)]
+
+            zeros = [tf.zeros_like(v) for v in variables]
+            _, loss, grads = tf.while_loop(lambda i, *_: i < accumulate, body,
+                                           (tf.constant(0), tf.constant(0.0), zeros),
+                                           parallel_iterations=1)
+            return loss, grads
+
         def step_fn(features):
             scale = tf.identity(self.loss_scale) if scaling else tf.constant(1.0)
-            loss, grads = grads_fn(features, scale)
+            if accumulate > 1:
+                loss, grads = accumulated_grads_fn(features, scale)
+            else:
+                loss, grads = grads_fn(features, scale)
             ctx = tf.distribute.get_replica_context()
             # Clip the aggregated gradient: N replicas behave as one with the same global batch.
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -288,6 +324,17 @@ class Trainer:
     def save(self, step: int) -> None:
         if self.chief:
             self.saver.save(self.options.output_dir, step)
+
+
+def _split_batch(t: tf.Tensor, n: int) -> tf.Tensor:
+    """[B, ...] -> [n, B / n, ...], keeping every static dimension."""
+    b = t.shape[0]
+    if b is not None and b % n:
+        raise ValueError(f"gradient_accumulation_steps={n} does not divide the per-replica "
+                         f"batch of {b} examples")
+    m = b // n if b is not None else tf.shape(t)[0] // n
+    rest = [d if d is not None else tf.shape(t)[k + 1] for k, d in enumerate(t.shape[1:])]
+    return tf.reshape(t, [n, m, *rest])
 
 
 def _require_static_shapes(element_spec) -> None:
