@@ -20,7 +20,7 @@ from absl import logging
 
 from bert_finetune import checkpoints, fileio, modeling, outputs, tokenization
 from bert_finetune.data import features as feature_lib
-from bert_finetune.data import tfrecord
+from bert_finetune.data import length_buckets, tfrecord
 from bert_finetune.data.examples import DataProcessor, PaddingInputExample
 from bert_finetune.errors import UserError
 from bert_finetune.heads import ClassifierHead
@@ -67,6 +67,7 @@ class ClassifyOptions:
     distribution_strategy: str = "auto"
     log_every_n_steps: int = 100
     gradient_accumulation_steps: int = 1
+    length_buckets: int = 0
     use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
@@ -134,6 +135,10 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
                  "log_every_n_steps", "gradient_accumulation_steps"):
         if getattr(opts, name) <= 0:
             problems.append(f"--{name}={getattr(opts, name)} must be positive")
+    if opts.length_buckets < 0:
+        problems.append(f"--length_buckets={opts.length_buckets} must be 0 (off) or positive")
+    if opts.length_buckets and opts.use_tpu:
+        problems.append("--length_buckets needs varying batch shapes, which TPUs do not take")
     if opts.gradient_accumulation_steps > 0 and opts.train_batch_size > 0 and \
             opts.train_batch_size % opts.gradient_accumulation_steps:
         problems.append(f"--gradient_accumulation_steps={opts.gradient_accumulation_steps} "
@@ -271,7 +276,8 @@ class _Context:
     def dataset(self, path: str, batch_size: int) -> tf.data.Dataset:
         input_fn = tfrecord.file_based_input_fn_builder(
             path, self.opts.max_seq_length, is_training=False, drop_remainder=self.static_shapes,
-            is_regression=self.is_regression)
+            is_regression=self.is_regression, length_buckets=None if self.static_shapes else
+            length_buckets.bucket_lengths(self.opts.max_seq_length))
         return input_fn({"batch_size": batch_size})
 
 
@@ -360,7 +366,9 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
         input_fn = tfrecord.file_based_input_fn_builder(
             path, opts.max_seq_length, is_training=True, drop_remainder=True,
             is_regression=ctx.is_regression, seed=TRAIN_SEED, skip_batches=skip_batches,
-            input_context=input_context)
+            input_context=input_context, length_window=opts.length_buckets,
+            length_buckets=length_buckets.bucket_lengths(opts.max_seq_length)
+            if opts.length_buckets else None)
         return input_fn({"batch_size": input_context.get_per_replica_batch_size(
             opts.train_batch_size)})
 

@@ -90,6 +90,14 @@ def define_runner_flags() -> None:
                              "gradients before the clip and the update: the same training as "
                              "one step on the whole --train_batch_size, with the activation "
                              "memory of one micro-batch. Must divide each replica's batch.")
+        flags.DEFINE_integer("length_buckets", 0,
+                             "Training: 0 pads every example to --max_seq_length (the "
+                             "original); N > 0 pads each batch only to its longest example "
+                             "rounded up to one of 8 bucket lengths, after grouping examples "
+                             "by length within windows of N batches of the shuffled stream "
+                             "(1: the original batches, less padding; 8 is a good choice). "
+                             "Evaluation and prediction always pad per batch (same outputs) "
+                             "unless shapes must be static (TPU, XLA).")
         flags.DEFINE_enum("distribution_strategy", "auto",
                           ["auto", "default", "mirrored", "multi_worker", "tpu"],
                           "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names "

@@ -265,8 +265,10 @@ class Trainer:
             return dataset_fn(ctx, start_step * per_step)
 
         dist = self.strategy.distribute_datasets_from_function(per_pipeline)
-        if self.options.use_xla or is_tpu(self.strategy):
+        if is_tpu(self.strategy):
             _require_static_shapes(dist.element_spec)
+        elif self.options.use_xla:  # XLA compiles once per shape: a few bucket lengths are fine
+            _require_static_shapes(dist.element_spec, batch_only=True)
         return iter(dist)
 
     def train(self, dataset_fn: DatasetFn) -> dict[str, float]:
@@ -337,10 +339,16 @@ def _split_batch(t: tf.Tensor, n: int) -> tf.Tensor:
     return tf.reshape(t, [n, m, *rest])
 
 
-def _require_static_shapes(element_spec) -> None:
-    """XLA and TPU want every batch the same shape: batch with drop_remainder=True."""
+def _require_static_shapes(element_spec, batch_only: bool = False) -> None:
+    """XLA and TPU want every batch the same shape: batch with drop_remainder=True.
+
+    batch_only: only the batch dimension must be static (XLA off TPU, length buckets).
+    """
     for spec in tf.nest.flatten(element_spec, expand_composites=True):
-        if isinstance(spec, tf.TensorSpec) and not spec.shape.is_fully_defined():
+        if not isinstance(spec, tf.TensorSpec):
+            continue
+        shape = spec.shape[:1] if batch_only and spec.shape.rank else spec.shape
+        if not shape.is_fully_defined():
             raise ValueError(f"use_xla / TPU training needs static shapes, but a batch has shape "
                              f"{spec.shape}: batch the dataset with drop_remainder=True")
 
@@ -383,14 +391,15 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
 
-        @tf.function
+        # reduce_retracing: batches padded to a few bucket lengths share one generic trace.
+        @tf.function(reduce_retracing=True)
         def step(features):
             outputs = strategy.run(task.predict, args=(features,))
             return tf.nest.map_structure(
                 lambda t: tf.concat(strategy.experimental_local_results(t), axis=0), outputs)
     else:
         dist = dataset
-        step = tf.function(task.predict)
+        step = tf.function(task.predict, reduce_retracing=True)
     chunks: list[dict[str, np.ndarray]] = []
     progress = Progress(what, num_examples)
     for features in dist:
