@@ -17,7 +17,7 @@ from absl import logging
 
 from bert_finetune import fileio, modeling, outputs, task
 from bert_finetune.data import features as feature_lib
-from bert_finetune.data import tfrecord
+from bert_finetune.data import length_buckets, tfrecord
 from bert_finetune.data.examples import DataProcessor, PaddingInputExample
 from bert_finetune.errors import UserError
 from bert_finetune.heads import ClassifierHead
@@ -105,6 +105,14 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
                         f"{', '.join(sorted(processors))}")
     problems += task.require_positive(opts, ("train_batch_size", "eval_batch_size",
                                              "predict_batch_size"))
+    if opts.length_buckets < 0:
+        problems.append(f"--length_buckets={opts.length_buckets} must be 0 (off) or positive")
+    if opts.length_buckets and opts.use_tpu:
+        problems.append("--length_buckets needs varying batch shapes, which TPUs do not take")
+    if opts.gradient_accumulation_steps > 0 and opts.train_batch_size > 0 and \
+            opts.train_batch_size % opts.gradient_accumulation_steps:
+        problems.append(f"--gradient_accumulation_steps={opts.gradient_accumulation_steps} "
+                        f"must divide --train_batch_size={opts.train_batch_size}")
     if opts.max_seq_length < 3 and opts.max_seq_length > 0:
         problems.append(f"--max_seq_length={opts.max_seq_length} leaves no room for text "
                         "([CLS] and [SEP] take 2)")
@@ -145,7 +153,8 @@ class _Context(task.TaskContext):
     def dataset(self, path: str, batch_size: int) -> tf.data.Dataset:
         input_fn = tfrecord.file_based_input_fn_builder(
             path, self.opts.max_seq_length, is_training=False, drop_remainder=self.static_shapes,
-            is_regression=self.is_regression)
+            is_regression=self.is_regression, length_buckets=None if self.static_shapes else
+            length_buckets.bucket_lengths(self.opts.max_seq_length))
         return input_fn({"batch_size": batch_size})
 
 
@@ -226,7 +235,9 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
         input_fn = tfrecord.file_based_input_fn_builder(
             path, opts.max_seq_length, is_training=True, drop_remainder=True,
             is_regression=ctx.is_regression, seed=TRAIN_SEED, skip_batches=skip_batches,
-            input_context=input_context)
+            input_context=input_context, length_window=opts.length_buckets,
+            length_buckets=length_buckets.bucket_lengths(opts.max_seq_length)
+            if opts.length_buckets else None)
         return input_fn({"batch_size": input_context.get_per_replica_batch_size(
             opts.train_batch_size)})
 
@@ -245,7 +256,9 @@ def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list
     logging.info("  Batch size = %d", batch_size)
     step = loops.restore_for_inference(model.variables_by_name(), ctx.opts.output_dir,
                                        ctx.opts.init_checkpoint)
-    return loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size)), step, num_real
+    out = loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size),
+                              num_examples=len(examples), what=f"Running on {name}")
+    return out, step, num_real
 
 
 def _evaluate(ctx: _Context, model: ClassifierModel, data: _Data) -> dict:

@@ -48,6 +48,9 @@ class TaskOptions:
     compute_dtype: str = "float32"
     use_xla: bool = False
     distribution_strategy: str = "auto"
+    log_every_n_steps: int = 100
+    gradient_accumulation_steps: int = 1
+    length_buckets: int = 0
     use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
@@ -70,7 +73,8 @@ def validate_common(opts: TaskOptions, need_vocab: bool = True
     business (`require`); a file that is given is read and checked here.
     """
     problems = require_positive(opts, ("max_seq_length", "save_checkpoints_steps",
-                                       "iterations_per_loop", "num_tpu_cores"))
+                                       "iterations_per_loop", "num_tpu_cores",
+                                       "log_every_n_steps", "gradient_accumulation_steps"))
     if opts.compute_dtype not in COMPUTE_DTYPES:
         problems.append(f"--compute_dtype={opts.compute_dtype}: use float32, bfloat16 or float16")
     if opts.distribution_strategy not in distribute.STRATEGIES:
@@ -210,7 +214,9 @@ class TaskContext:
             learning_rate=learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
             iterations_per_loop=opts.iterations_per_loop,
             keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-            use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16")
+            use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
+            log_every_n_steps=opts.log_every_n_steps,
+            gradient_accumulation_steps=opts.gradient_accumulation_steps)
 
 
 def pad_to_multiple(items: list, batch_size: int, make_padding) -> list:

@@ -100,7 +100,7 @@ set +e
   --init_checkpoint="$MODEL/bert_model.ckpt" \
   --output_dir="$OUT" \
   ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee "$LOG" |
-  grep --line-buffered -E "Running (training|evaluation)|Num (examples|steps)|loops.py|bert-classify: error" |
+  grep --line-buffered -E "Running (training|evaluation)|Num (examples|steps)|loops.py|progress.py|bert-classify: error" |
   sed -E 's/^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [A-Za-z_]+\.py:[0-9]+\] //'
 status=${PIPESTATUS[0]}
 set -e

@@ -1,4 +1,4 @@
-"""bert-classify: the drop-in for Google's run_classifier.py (same flags, same output files).
+r"""bert-classify: the drop-in for Google's run_classifier.py (same flags, same output files).
 
     bert-classify --task_name=MRPC --do_train=true --do_eval=true --data_dir=$GLUE_DIR/MRPC \
       --vocab_file=$BERT/vocab.txt --bert_config_file=$BERT/bert_config.json \

@@ -1,13 +1,16 @@
-"""What every console script shares: one-line errors instead of tracebacks."""
+"""What every console script shares: one-line errors instead of tracebacks, a --help that lists
+the command's flags (cli/usage.py), a start without CUDA noise on CPU-only machines
+(cli/devices.py)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from absl import app, flags, logging
 
+from bert_finetune.cli import devices, usage
 from bert_finetune.errors import UserError
 
 
@@ -18,14 +21,29 @@ def fail(program: str, message: str) -> NoReturn:
     sys.exit(1)
 
 
-def run_main(program: str, main: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(main)`; bad flags and UserError become one stderr line and exit 1."""
+def run_main(program: str, main: Callable[[list[str]], None],
+             original: str | Sequence[str] | None = None) -> None:
+    """`absl.app.run(main)`; bad flags and UserError become one stderr line and exit 1.
+
+    `--help` lists the command's flags: those of `original` first (an original script's name,
+    e.g. "run_squad.py", or its flag names; by default the script `program` replaces, see
+    usage.ORIGINAL_SCRIPT), then the additions. Its text starts with the docstring of the
+    module defining `main`.
+    """
+    module = sys.modules.get(getattr(main, "__module__", None) or "")
+    usage.install_help(program, getattr(module, "__doc__", None), original,
+                       main_module=getattr(module, "__name__", None))
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return flags.FLAGS(argv)
+            rest = flags.FLAGS(argv)
         except flags.Error as e:  # absl's own message spans two lines
             fail(program, str(e))
+        # Here, not in main: absl's init callbacks (one of TensorFlow's lists the GPUs) run
+        # between parsing and main.
+        if "tensorflow" in sys.modules:
+            devices.probe_devices()  # without the CUDA error line of a CPU-only machine
+        return rest
 
     def wrapped(argv: list[str]) -> None:
         logging.set_verbosity(logging.INFO)

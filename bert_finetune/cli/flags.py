@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 
 from absl import flags
 
 from bert_finetune import task
+from bert_finetune.cli import usage
 
 FLAGS = flags.FLAGS
+
+
+@contextlib.contextmanager
+def flag_group(title: str) -> Iterator[None]:
+    """Flags defined inside are listed under `title` by --help (among the additions).
+
+        with flag_group("SQuAD additions"):
+            flags.DEFINE_bool(...)
+    """
+    before = set(FLAGS)
+    yield
+    usage.set_group(sorted(set(FLAGS) - before), title)
 
 
 def define_model_flags(max_seq_length: int = 128) -> None:
@@ -66,14 +81,33 @@ def define_runner_flags() -> None:
         "num_tpu_cores", 8,
         "Only used if `use_tpu` is True. Total number of TPU cores to use "
         "(TPUStrategy uses every core of the TPU it connects to).")
-    flags.DEFINE_integer("keep_checkpoint_max", 5, "How many model.ckpt-N to keep (newest).")
-    flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "float16"],
-                      "Activation dtype (mixed precision); variables stay float32.")
-    flags.DEFINE_bool("use_xla", False, "Compile the training step with XLA (jit_compile).")
-    flags.DEFINE_enum("distribution_strategy", "auto",
-                      ["auto", "default", "mirrored", "multi_worker", "tpu"],
-                      "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names several "
-                      "workers, Mirrored if several GPUs, else the default strategy.")
+    with flag_group("Runner additions (every training command)"):
+        flags.DEFINE_integer("keep_checkpoint_max", 5,
+                             "How many model.ckpt-N to keep (newest).")
+        flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "float16"],
+                          "Activation dtype (mixed precision); variables stay float32.")
+        flags.DEFINE_bool("use_xla", False, "Compile the training step with XLA (jit_compile).")
+        flags.DEFINE_integer("log_every_n_steps", 100,
+                             "Off TPU: a progress line (step, loss, learning rate, examples/s, "
+                             "ETA) at least every this many steps and every ~30 s, whatever "
+                             "--iterations_per_loop is (on TPU: one line per loop).")
+        flags.DEFINE_integer("gradient_accumulation_steps", 1,
+                             "Cut each step's batch into this many micro-batches and sum their "
+                             "gradients before the clip and the update: the same training as "
+                             "one step on the whole --train_batch_size, with the activation "
+                             "memory of one micro-batch. Must divide each replica's batch.")
+        flags.DEFINE_integer("length_buckets", 0,
+                             "Training: 0 pads every example to --max_seq_length (the "
+                             "original); N > 0 pads each batch only to its longest example "
+                             "rounded up to one of 8 bucket lengths, after grouping examples "
+                             "by length within windows of N batches of the shuffled stream "
+                             "(1: the original batches, less padding; 8 is a good choice). "
+                             "Evaluation and prediction always pad per batch (same outputs) "
+                             "unless shapes must be static (TPU, XLA).")
+        flags.DEFINE_enum("distribution_strategy", "auto",
+                          ["auto", "default", "mirrored", "multi_worker", "tpu"],
+                          "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names "
+                          "several workers, Mirrored if several GPUs, else the default strategy.")
 
 
 def explicitly_set(name: str) -> bool:

@@ -33,6 +33,7 @@ from absl import logging
 from bert_finetune import fileio, tokenization
 from bert_finetune.data.examples import InputExample, PaddingInputExample
 from bert_finetune.errors import UserError
+from bert_finetune.progress import Progress
 
 # Bump when the record layout or the packing changes, so older cached files are rewritten.
 FORMAT_VERSION = 1
@@ -249,6 +250,7 @@ def file_based_convert_examples_to_features(
     The file appears only once every example is written (temporary name, then rename).
     """
     output_file = os.fspath(output_file)
+    progress = Progress(f"Writing {os.path.basename(output_file)}", len(examples))
     with _atomic_record_writer(output_file) as writer:
         for ex_index, example in enumerate(examples):
             if ex_index % _LOG_EVERY == 0:
@@ -257,6 +259,8 @@ def file_based_convert_examples_to_features(
                 ex_index, example, label_list, max_seq_length, tokenizer, is_regression
             )
             writer.write(features_to_tf_example(feature, is_regression).SerializeToString())
+            progress.advance()
+    progress.finish()
     return len(examples)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import tensorflow as tf
 from absl import logging
 
+from bert_finetune.data import length_buckets as length_buckets_lib
 from bert_finetune.errors import UserError
 
 SHUFFLE_BUFFER_SIZE = 100
@@ -60,6 +61,8 @@ def file_based_input_fn_builder(
     skip_batches: int = 0,
     input_context: tf.distribute.InputContext | None = None,
     features_spec: Mapping | None = None,
+    length_buckets: Sequence[int] | None = None,
+    length_window: int = 1,
 ) -> Callable[[Mapping], tf.data.Dataset]:
     """Creates an `input_fn(params)` returning the tf.data.Dataset of `input_file`'s records.
 
@@ -71,6 +74,11 @@ def file_based_input_fn_builder(
     trained on. With an `input_context` of more than one pipeline, each pipeline reads every
     num_input_pipelines-th record from its input_pipeline_id. `features_spec` replaces the
     classifier's feature spec (another task's records, e.g. SQuAD's).
+
+    With `length_buckets` (sorted lengths ending at seq_length, see length_buckets.py) each
+    batch is cut to the smallest of them that holds its longest example (`input_ids`,
+    `input_mask`, `segment_ids` become [B, L]); in training, examples are also grouped by
+    length within windows of `length_window` batches of the shuffled stream.
     """
     files = [input_file] if isinstance(input_file, str) else list(input_file)
     spec = features_spec if features_spec is not None else name_to_features(seq_length,
@@ -96,14 +104,20 @@ def file_based_input_fn_builder(
         if is_training:
             d = d.repeat()
             d = d.shuffle(buffer_size=SHUFFLE_BUFFER_SIZE, seed=seed)
-        if skip_batches:
-            # Batches are consecutive runs of batch_size records, so skipping records before
+        window = length_window if (length_buckets and is_training) else 1
+        skip_windows, skip_rest = divmod(skip_batches, window)
+        if skip_windows:
+            # Batches (windows) are consecutive runs of records, so skipping records before
             # parsing gives the same stream as skipping parsed batches, without the parsing.
-            d = d.skip(skip_batches * batch_size)
-        d = d.batch(batch_size, drop_remainder=drop_remainder)
+            d = d.skip(skip_windows * window * batch_size)
+        d = d.batch(batch_size * window, drop_remainder=drop_remainder or window > 1)
         d = d.map(
             lambda records: decode_record(records, spec), num_parallel_calls=tf.data.AUTOTUNE
         )
+        if length_buckets:
+            d = length_buckets_lib.windowed_length_batches(
+                d, batch_size, window, length_buckets, seed, first_window=skip_windows)
+            d = d.skip(skip_rest)
         return d.prefetch(tf.data.AUTOTUNE)
 
     return input_fn

@@ -8,6 +8,10 @@ It must be built under `strategy.scope()`. How TPUEstimator's concepts map here:
 `model_fn` -> the task; `iterations_per_loop` -> steps run inside one `tf.function` call;
 `RunConfig.save_checkpoints_steps` -> `TrainOptions.save_checkpoints_steps`; checkpoints keep
 TPUEstimator's `model.ckpt-N` files and variable names.
+
+Progress: on TPU one line per loop, as TPUEstimator. Elsewhere a loop is also cut at every
+`log_every_n_steps` step and after `log_every_secs`, so that a progress line (step, loss, lr,
+examples/s, ETA) comes at least that often whatever `iterations_per_loop` is.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from absl import logging
 
 from bert_finetune import checkpoints, optimization
 from bert_finetune.errors import UserError
+from bert_finetune.progress import Progress, hms
 from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
 
 # dataset_fn(input_context, skip_batches) -> this input pipeline's per-replica batches, its first
@@ -48,6 +53,15 @@ class TrainOptions:
     initial_loss_scale: float = 2.0 ** 15
     loss_scale_period: int = 2000
     optimizer: str = "adamw"  # or "lamb" (optimization.create_optimizer)
+    # Off TPU: a progress line at least every log_every_n_steps steps and every log_every_secs
+    # seconds (0 = no such bound). Under MultiWorkerMirroredStrategy the time bound is off: all
+    # workers must run the same number of steps per call.
+    log_every_n_steps: int = 100
+    log_every_secs: float = 30.0
+    # Each replica's batch is cut into this many micro-batches whose gradients are summed before
+    # the (single) clip and update: one step on the whole batch, with the activation memory of
+    # one micro-batch. train_batch_size stays the whole batch (the recipe's).
+    gradient_accumulation_steps: int = 1
 
 
 def _summary_writer(directory: str, chief: bool):
@@ -67,6 +81,13 @@ class Trainer:
         self.task = task
         self.options = options
         self.chief = is_chief(strategy)
+        accumulate = options.gradient_accumulation_steps
+        if accumulate < 1 or options.train_batch_size % (
+                accumulate * strategy.num_replicas_in_sync):
+            raise UserError(f"--gradient_accumulation_steps={accumulate} must be positive and "
+                            f"divide each replica's share of --train_batch_size="
+                            f"{options.train_batch_size} ({strategy.num_replicas_in_sync} "
+                            "replica(s))")
         self._variables = task.variables_by_name()
         with strategy.scope():
             self.global_step = tf.Variable(
@@ -89,8 +110,9 @@ class Trainer:
             saved["loss_scale"] = self.loss_scale
             saved["loss_scale_good_steps"] = self.good_steps
         self.saver = checkpoints.CheckpointSaver(saved, max_to_keep=options.keep_checkpoint_max)
-        # `train_steps(iterator, num_steps)` runs num_steps steps in one tf.function call (one
-        # trace: num_steps is a tensor) and returns their mean loss.
+        # `train_steps(iterator, num_steps[, max_secs])` runs num_steps steps in one tf.function
+        # call (one trace: num_steps is a tensor), fewer if max_secs (a float64 tensor) have
+        # passed, and returns their mean loss.
         self.train_steps = self._build_loop()
         # (global_step, mean loss) after each train_steps call of the last `train`.
         self.history: list[tuple[int, float]] = []
@@ -154,9 +176,34 @@ class Trainer:
         if opts.use_xla and not is_tpu(strategy):  # TPU compiles everything anyway
             grads_fn = tf.function(grads_fn, jit_compile=True)
 
+        accumulate = opts.gradient_accumulation_steps
+
+        def accumulated_grads_fn(features, scale):
+            """grads_fn over `accumulate` micro-batches of the batch, one after the other.
+
+            Each micro-batch's loss is already divided by the whole batch size, so the sums are
+            the loss and gradient of the whole batch; only one micro-batch's activations are
+            alive at a time (parallel_iterations=1).
+            """
+            micro = tf.nest.map_structure(lambda t: _split_batch(t, accumulate), features)
+
+            def body(i, loss_sum, grad_sums):
+                loss, grads = grads_fn(tf.nest.map_structure(lambda t: t[i], micro), scale)
+                return i + 1, loss_sum + loss, [a + g for a, g in zip(grad_sums, grads,
+                                                                      strict=True)]
+
+            zeros = [tf.zeros_like(v) for v in variables]
+            _, loss, grads = tf.while_loop(lambda i, *_: i < accumulate, body,
+                                           (tf.constant(0), tf.constant(0.0), zeros),
+                                           parallel_iterations=1)
+            return loss, grads
+
         def step_fn(features):
             scale = tf.identity(self.loss_scale) if scaling else tf.constant(1.0)
-            loss, grads = grads_fn(features, scale)
+            if accumulate > 1:
+                loss, grads = accumulated_grads_fn(features, scale)
+            else:
+                loss, grads = grads_fn(features, scale)
             ctx = tf.distribute.get_replica_context()
             # Clip the aggregated gradient: N replicas behave as one with the same global batch.
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -172,14 +219,29 @@ class Trainer:
                                            self.global_step, skip=skip)
             return loss
 
+        def one_step(iterator):
+            per_replica = strategy.run(step_fn, args=(next(iterator),))
+            self.global_step.assign_add(1)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
         @tf.function
-        def train_steps(iterator, num_steps):
-            total = tf.constant(0.0)
-            for _ in tf.range(num_steps):
-                per_replica = strategy.run(step_fn, args=(next(iterator),))
-                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-                self.global_step.assign_add(1)
-            return total / tf.cast(num_steps, tf.float32)
+        def train_steps(iterator, num_steps, max_secs=None):
+            total, done = tf.constant(0.0), tf.constant(0)
+            if max_secs is None:
+                for _ in tf.range(num_steps):
+                    total += one_step(iterator)
+                    done += 1
+            else:
+                began = tf.timestamp()
+                for _ in tf.range(num_steps):
+                    loss = one_step(iterator)
+                    total += loss
+                    done += 1
+                    with tf.control_dependencies([loss]):  # the clock read after the step
+                        now = tf.timestamp()
+                    if now - began >= max_secs:
+                        break
+            return total / tf.cast(done, tf.float32)
 
         return train_steps
 
@@ -204,8 +266,10 @@ class Trainer:
             return dataset_fn(ctx, start_step * per_step)
 
         dist = self.strategy.distribute_datasets_from_function(per_pipeline)
-        if self.options.use_xla or is_tpu(self.strategy):
+        if is_tpu(self.strategy):
             _require_static_shapes(dist.element_spec)
+        elif self.options.use_xla:  # XLA compiles once per shape: a few bucket lengths are fine
+            _require_static_shapes(dist.element_spec, batch_only=True)
         return iter(dist)
 
     def train(self, dataset_fn: DatasetFn) -> dict[str, float]:
@@ -227,26 +291,34 @@ class Trainer:
         iterator = self.make_iterator(dataset_fn, start)
         writer = _summary_writer(opts.output_dir, self.chief)
         step, loss = start, float("nan")
+        # Off TPU a loop also ends at each log step and after log_every_secs (see the module doc).
+        off_tpu = not is_tpu(self.strategy)
+        by_steps = off_tpu and opts.log_every_n_steps > 0
+        timed = off_tpu and opts.log_every_secs > 0 and not isinstance(
+            self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        max_secs = tf.constant(opts.log_every_secs, tf.float64) if timed else None
         began = time.time()
         while step < opts.num_train_steps:
             next_save = (step // opts.save_checkpoints_steps + 1) * opts.save_checkpoints_steps
             n = min(opts.iterations_per_loop, next_save - step, opts.num_train_steps - step)
+            if by_steps:
+                n = min(n, (step // opts.log_every_n_steps + 1) * opts.log_every_n_steps - step)
             t0 = time.time()
-            loss = float(self.train_steps(iterator, tf.constant(n, tf.int32)).numpy())
+            loss = float(self.train_steps(iterator, tf.constant(n, tf.int32), max_secs).numpy())
             elapsed = time.time() - t0
-            step = int(self.global_step.numpy())
+            done, step = int(self.global_step.numpy()) - step, int(self.global_step.numpy())
             self.history.append((step, loss))
-            examples_per_sec = n * opts.train_batch_size / max(elapsed, 1e-9)
+            examples_per_sec = done * opts.train_batch_size / max(elapsed, 1e-9)
             rate = (step - start) / max(time.time() - began, 1e-9)
             eta = (opts.num_train_steps - step) / max(rate, 1e-9)
             lr = float(self.optimizer.learning_rate_at(step - 1).numpy())
             logging.info("step %d/%d  loss = %.5f  lr = %.3g  examples/sec = %.1f  ETA %s",
-                         step, opts.num_train_steps, loss, lr, examples_per_sec, _hms(eta))
+                         step, opts.num_train_steps, loss, lr, examples_per_sec, hms(eta))
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("learning_rate", lr)
                 tf.summary.scalar("examples/sec", examples_per_sec)
-                tf.summary.scalar("global_step/sec", n / max(elapsed, 1e-9))
+                tf.summary.scalar("global_step/sec", done / max(elapsed, 1e-9))
             if step % opts.save_checkpoints_steps == 0 or step >= opts.num_train_steps:
                 self.save(step)
         writer.flush()
@@ -257,10 +329,27 @@ class Trainer:
             self.saver.save(self.options.output_dir, step)
 
 
-def _require_static_shapes(element_spec) -> None:
-    """XLA and TPU want every batch the same shape: batch with drop_remainder=True."""
+def _split_batch(t: tf.Tensor, n: int) -> tf.Tensor:
+    """[B, ...] -> [n, B / n, ...], keeping every static dimension."""
+    b = t.shape[0]
+    if b is not None and b % n:
+        raise ValueError(f"gradient_accumulation_steps={n} does not divide the per-replica "
+                         f"batch of {b} examples")
+    m = b // n if b is not None else tf.shape(t)[0] // n
+    rest = [d if d is not None else tf.shape(t)[k + 1] for k, d in enumerate(t.shape[1:])]
+    return tf.reshape(t, [n, m, *rest])
+
+
+def _require_static_shapes(element_spec, batch_only: bool = False) -> None:
+    """XLA and TPU want every batch the same shape: batch with drop_remainder=True.
+
+    batch_only: only the batch dimension must be static (XLA off TPU, length buckets).
+    """
     for spec in tf.nest.flatten(element_spec, expand_composites=True):
-        if isinstance(spec, tf.TensorSpec) and not spec.shape.is_fully_defined():
+        if not isinstance(spec, tf.TensorSpec):
+            continue
+        shape = spec.shape[:1] if batch_only and spec.shape.rank else spec.shape
+        if not shape.is_fully_defined():
             raise ValueError(f"use_xla / TPU training needs static shapes, but a batch has shape "
                              f"{spec.shape}: batch the dataset with drop_remainder=True")
 
@@ -289,18 +378,24 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
 
 
 def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
-                  progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+                  progress: Callable[[int], None] | None = None,
+                  num_examples: int | None = None, what: str = "Inference"
+                  ) -> dict[str, np.ndarray]:
     """Runs `task.predict` on every batch of `dataset` (global batches, in order).
 
     Batches are split across replicas in order and gathered back, so row i of every output
-    is example i. Under MultiWorkerMirroredStrategy each worker runs it locally.
-    `progress(batches_done)` is called after every batch.
+    is example i. Under MultiWorkerMirroredStrategy each worker runs it locally. A run longer
+    than a few seconds logs `what`'s progress (with an ETA when `num_examples` is given);
+    `progress(batches_done)` is also called after every batch.
     """
-    chunks = []
+    chunks: list[dict[str, np.ndarray]] = []
+    shown = Progress(what, num_examples)
     for chunk in iter_inference(strategy, task, dataset):
         chunks.append(chunk)
+        shown.advance(len(next(iter(chunk.values()))) if chunk else 0)
         if progress is not None:
             progress(len(chunks))
+    shown.finish()
     if not chunks:
         return {}
     return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
@@ -315,18 +410,15 @@ def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Data
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
 
-        @tf.function
+        # reduce_retracing: batches padded to a few bucket lengths share one generic trace.
+        @tf.function(reduce_retracing=True)
         def step(features):
             outputs = strategy.run(task.predict, args=(features,))
             return tf.nest.map_structure(
                 lambda t: tf.concat(strategy.experimental_local_results(t), axis=0), outputs)
     else:
         dist = dataset
-        step = tf.function(task.predict)
+        step = tf.function(task.predict, reduce_retracing=True)
     for features in dist:
         yield {k: v.numpy() for k, v in step(features).items()}
 
-
-def _hms(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
