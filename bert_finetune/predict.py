@@ -142,6 +142,9 @@ class SavedModelPredictor(Predictor):
     def __init__(self, path: str):
         import tensorflow as tf
 
+        from bert_finetune.export.text_preprocessing import import_tensorflow_text
+
+        import_tensorflow_text()  # registers the tokenizer's ops before the graph loads
         self._tf = tf
         loaded = tf.saved_model.load(path)
         self._loaded = loaded  # keeps the variables alive

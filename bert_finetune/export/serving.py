@@ -29,6 +29,7 @@ from absl import logging
 from bert_finetune import classify, tokenization
 from bert_finetune.export import publish
 from bert_finetune.export.run_dir import RunRecord
+from bert_finetune.export.text_preprocessing import BertPreprocessor
 
 SERVING_DEFAULT = "serving_default"
 SERVE_IDS = "serve_ids"
@@ -82,12 +83,19 @@ def write_assets(record: RunRecord, directory: str, info: dict) -> None:
 class ClassifierServer(tf.Module):
     """The serving module: the restored ClassifierModel, the in-graph tokenizer and the labels."""
 
-    def __init__(self, record: RunRecord, model: classify.ClassifierModel, packer):
+    def __init__(self, record: RunRecord, model: classify.ClassifierModel):
         super().__init__(name="classifier_server")
         self.model = model
-        self.packer = packer  # texts -> (input_ids, input_mask, segment_ids) [B, T]
+        # Texts [B] -> {input_ids, input_mask, segment_ids} [B, T]: FullTokenizer's ids, packed
+        # (and truncated) as convert_single_example packs them.
+        self.preprocessor = BertPreprocessor(record.vocab_file, record.do_lower_case,
+                                             record.max_seq_length)
         self.sentence_pair = record.sentence_pair
         self.label_names = tf.constant(record.label_list, tf.string)
+
+    def _serve_text(self, text_a, text_b=None) -> dict[str, tf.Tensor]:
+        f = self.preprocessor(text_a, text_b)
+        return self._outputs(f["input_ids"], f["input_mask"], f["segment_ids"])
 
     def _outputs(self, input_ids, input_mask, segment_ids) -> dict[str, tf.Tensor]:
         out = classifier_outputs(self.model, input_ids, input_mask, segment_ids)
@@ -103,29 +111,28 @@ class ClassifierServer(tf.Module):
 
             @tf.function(input_signature=[text, pair])
             def serve(text_a, text_b):
-                return self._outputs(*self.packer(text_a, text_b))
+                return self._serve_text(text_a, text_b)
         else:
             @tf.function(input_signature=[text])
             def serve(text_a):
-                return self._outputs(*self.packer(text_a, None))
+                return self._serve_text(text_a)
         return {SERVING_DEFAULT: serve.get_concrete_function(),
                 SERVE_IDS: ids.get_concrete_function()}
 
 
-def export_saved_model(record: RunRecord, output_dir: str, packer_factory,
-                       version: int | None = None, overwrite: bool = False) -> str:
+def export_saved_model(record: RunRecord, output_dir: str, version: int | None = None,
+                       overwrite: bool = False) -> str:
     """Writes the SavedModel of the run (see the module doc); returns its version directory.
 
-    `packer_factory(record)` builds the in-graph tokenizer + packer: a trackable callable
-    (text_a [B], text_b [B] or None) -> input_ids, input_mask, segment_ids [B, T] int32.
+    Loading it needs `import tensorflow_text` first (its tokenizer ops); TF Serving ships them.
     """
     target = publish.version_dir(output_dir, version, overwrite)
     model = record.build_model()
-    server = ClassifierServer(record, model, packer_factory(record))
+    server = ClassifierServer(record, model)
     signatures = server.signatures()
     with publish.staged(target) as tmp:
         tf.saved_model.save(server, tmp, signatures=signatures)
         write_assets(record, os.path.join(tmp, "assets"), export_info(record, "saved_model"))
-    logging.info("Exported %s (step of %s) to %s", record.run_dir,
+    logging.info("Exported %s (%s) to %s", record.run_dir,
                  os.path.basename(record.checkpoint), target)
     return target
