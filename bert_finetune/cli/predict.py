@@ -69,9 +69,11 @@ def main(argv: list[str]) -> None:
         rows = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]  # all, then write
         fileio.atomic_write(FLAGS.output_file, "".join(rows))
         return
-    for record in records:
+    for i, record in enumerate(records, start=1):
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        if i % FLAGS.batch_size == 0:  # streaming: each batch as soon as it is answered
+            sys.stdout.flush()
+    sys.stdout.flush()
 
 
 def run() -> None:
