@@ -38,7 +38,11 @@ def export_base(tiny_classifier_run, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("saved_model")
     copy = root / "run"
     shutil.copytree(tiny_classifier_run, copy)
-    classifier.export_classifier(str(copy), str(root / "export"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bert_finetune.cli.export", "--classifier", f"--run_dir={copy}",
+         f"--output_dir={root / 'export'}"], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith(f"to {root / 'export' / '1'}")
     shutil.rmtree(copy)
     return root / "export"
 

@@ -45,6 +45,43 @@ flags.DEFINE_integer("max_seq_length", 128,
                      "Sequence length T of the preprocessor's outputs.")
 
 
+# -- --classifier: a fine-tuned bert-classify run -> a servable model (export/classifier.py) ------
+flags.DEFINE_bool("classifier", False,
+                  "Export a fine-tuned classifier from --run_dir (a bert-classify output_dir) "
+                  "for serving, instead of a hub module.")
+flags.DEFINE_string("run_dir", None, "--classifier: the bert-classify output_dir to export.")
+flags.DEFINE_string("output_dir", None,
+                    "--classifier: where to write. saved_model: TF Serving's model base path "
+                    "(the export goes to output_dir/<model_version>/).")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx", "tflite"],
+                  "--classifier: saved_model (raw strings in, TF Serving), onnx (ids in, via "
+                  "tf2onnx; pip install 'bert_finetune[onnx]') or tflite (ids in).")
+flags.DEFINE_enum("quantize", "none", ["none", "int8"],
+                  "--format=tflite: int8 = dynamic-range quantization (int8 weights).")
+flags.DEFINE_bool("overwrite", False,
+                  "--classifier: replace a non-empty --output_dir (saved_model: the version "
+                  "written).")
+flags.DEFINE_integer("model_version", None,
+                     "--format=saved_model: the version directory (default 1 in a new "
+                     "--output_dir); a new number adds a version beside the others.")
+flags.DEFINE_bool("sentence_pair", None,
+                  "--classifier: whether the model takes text_b (default: from the run's task; "
+                  "required for a task of your own).")
+
+
+def export_classifier_main() -> None:
+    from bert_finetune.export import classifier
+
+    problems = [f"--{n} is required with --classifier" for n in ("run_dir", "output_dir")
+                if not FLAGS[n].value]
+    if problems:
+        fail(PROGRAM, " | ".join(problems))
+    path = classifier.export_classifier(
+        FLAGS.run_dir, FLAGS.output_dir, FLAGS.format, FLAGS.quantize, FLAGS.overwrite,
+        FLAGS.model_version, FLAGS.sentence_pair)
+    print(f"{PROGRAM}: wrote {FLAGS.format} of {FLAGS.run_dir} to {path}")
+
+
 def _from_checkpoint_dir(name: str, file_name: str) -> str | None:
     """The flag's value, else `file_name` in --init_checkpoint's directory if it is there."""
     value = FLAGS[name].value
@@ -92,7 +129,10 @@ def export_module_main() -> None:
 
 def main(argv: list[str]) -> None:
     try:
-        export_module_main()
+        if FLAGS.classifier:
+            export_classifier_main()
+        else:
+            export_module_main()
     except ImportError as e:
         raise UserError(f"missing dependency: {e}") from None
 
