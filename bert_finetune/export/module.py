@@ -65,7 +65,7 @@ class BertModule(tf.Module):
         self.trainable_variables = list(ordered)
         self.regularization_losses = []
 
-    @tf.function
+    @tf.function(autograph=False)
     def __call__(self, inputs: dict, training: bool = False) -> dict[str, tf.Tensor]:
         return self._forward(inputs, training)
 
@@ -78,12 +78,12 @@ class BertModule(tf.Module):
             result["all_encoder_layers"] = tf.stack(out["all_encoder_layers"])  # [L, B, T, H]
         return result
 
-    @tf.function(input_signature=[_input_specs()])
+    @tf.function(autograph=False, input_signature=[_input_specs()])
     def tokens(self, inputs: dict) -> dict[str, tf.Tensor]:
         # The ops themselves, not a call of __call__: one graph, the same numbers as __call__.
         return self._forward(inputs, training=False)
 
-    @tf.function(input_signature=[])
+    @tf.function(autograph=False, input_signature=[])
     def tokenization_info(self) -> dict[str, tf.Tensor]:
         return {"vocab_file": self.vocab_file.asset_path,
                 "do_lower_case": tf.constant(self._do_lower_case)}
@@ -99,21 +99,21 @@ class _Preprocessor(tf.Module):
         self._do_lower_case = bool(do_lower_case)
         self.seq_len = tf.constant(seq_len)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def __call__(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         """Texts [B] ("a ||| b" for a pair) -> features [B, T] int32."""
         return self.pre(*tp.split_pairs(text))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
                                   tf.TensorSpec([None], tf.string, name="text_b")])
     def pair(self, text_a: tf.Tensor, text_b: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.pre(text_a, text_b)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
         return self.pre.tokenize(text)
 
-    @tf.function(input_signature=[])
+    @tf.function(autograph=False, input_signature=[])
     def tokenization_info(self) -> dict[str, tf.Tensor]:
         return {"vocab_file": self.vocab_file.asset_path,
                 "do_lower_case": tf.constant(self._do_lower_case)}
