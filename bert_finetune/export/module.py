@@ -246,3 +246,40 @@ def _first_line(e: Exception) -> str:
         return (text.splitlines()[0] + " (a SavedModel with tensorflow_text ops loads only after "
                 "`import tensorflow_text`)")
     return text.splitlines()[0] if text else type(e).__name__
+
+
+class HubEncoder(tf.Module):
+    """A loaded module behind `modeling.BertModel`'s interface (call + `variables_by_name`).
+
+    Calls the module's own `__call__` (training=True: dropout on), so fine-tuning updates the
+    module's variables; they keep their original names (`bert/encoder/layer_0/...`), so the
+    run's checkpoints read like those of a checkpoint run.
+    """
+
+    def __init__(self, handle: str):
+        super().__init__(name="hub_encoder")
+        self.handle = handle
+        self.module = load_module(handle)
+        self.vocab_file, self.do_lower_case = tokenization_info(self.module)
+        config_path = os.path.join(os.path.dirname(self.vocab_file), "bert_config.json")
+        if not os.path.exists(config_path):
+            raise UserError(f"{handle}: the module has no bert_config.json asset (export it "
+                            "with `bert-export`)")
+        self.config_file = config_path
+        self.config = modeling.BertConfig.from_json_file(config_path)
+        self._vars = {v.name.split(":")[0]: v for v in self.module.variables}
+        expected = {name for name, _, _ in modeling.variable_specs(self.config)}
+        if set(self._vars) != expected:
+            missing = sorted(expected - set(self._vars)) or sorted(set(self._vars) - expected)
+            raise UserError(f"{handle}: the module's variables do not match its "
+                            f"bert_config.json (e.g. {missing[0]})")
+
+    def variables_by_name(self) -> dict[str, tf.Variable]:
+        return dict(self._vars)
+
+    def __call__(self, input_ids, input_mask=None, token_type_ids=None,
+                 training: bool = False) -> dict[str, tf.Tensor]:
+        inputs = {"input_ids": tf.cast(input_ids, tf.int32),
+                  "input_mask": tf.cast(input_mask, tf.int32),
+                  "segment_ids": tf.cast(token_type_ids, tf.int32)}
+        return self.module(inputs, training=bool(training))
