@@ -97,6 +97,7 @@ def _load_example():
     return example
 
 
+@pytest.mark.slow  # ~1-2 min on 2 cores: MiniLM fit, SavedModel save + load
 def test_article_model_fit_save_restore(minilm_google, shared_dir, tmp_path):
     """The example on the QQP sample with the real MiniLM (a random tiny model's [CLS] barely
     varies between inputs): fit lowers the loss; weights, JSON and SavedModel round trips give
