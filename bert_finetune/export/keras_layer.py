@@ -199,7 +199,6 @@ class BertLayer(tf_keras.layers.Layer):
     @tf.autograph.experimental.do_not_convert  # plain Python control flow; tracing is faster
     def call(self, inputs, training=None):
         features = self._features(inputs)
-        training = bool(training) if isinstance(training, bool) else training
         if self._from_module:
             def run(flag: bool):
                 return self._encoder(features, training=flag)
