@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from export_helpers import make_checkpoint, one_line_error, run_cli
+from export_helpers import make_checkpoint, run_cli
 
 from bert_finetune import checkpoints
 from bert_finetune.export import module as module_lib
@@ -56,13 +56,26 @@ def test_hub_module_train_eval_predict(minilm_google, shared_dir, tmp_path):
 
 
 def test_hub_bad_handles(tmp_path):
+    """Checked by validate() before anything is written (the CLI prints them on one line)."""
+    from bert_finetune import classify
+    from bert_finetune.data.glue import PROCESSORS
+
     (tmp_path / "data").mkdir()
     not_module = tmp_path / "not_module"
     not_module.mkdir()
-    proc = run_cli("bert_finetune.cli.classify", "--task_name=MRPC", "--do_train",
-                   f"--data_dir={tmp_path / 'data'}", f"--bert_hub_module_handle={not_module}",
-                   "--vocab_file=v.txt", f"--output_dir={tmp_path / 'out'}")
-    line = one_line_error(proc, "bert-classify")
-    assert "is not a module: no saved_model.pb" in line
-    assert "--vocab_file is not used with --bert_hub_module_handle" in line
+    opts = classify.ClassifyOptions(task_name="MRPC", do_train=True,
+                                    data_dir=str(tmp_path / "data"),
+                                    bert_hub_module_handle=str(not_module), vocab_file="v.txt",
+                                    output_dir=str(tmp_path / "out"))
+    problems = " | ".join(classify.validate(opts, PROCESSORS))
+    assert "is not a module: no saved_model.pb" in problems
+    assert "--vocab_file is not used with --bert_hub_module_handle" in problems
+    assert "--bert_config_file is required" not in problems
+    plain = tf.Module()
+    plain.v = tf.Variable(1.0)
+    tf.saved_model.save(plain, str(tmp_path / "plain"))
+    opts.bert_hub_module_handle, opts.vocab_file = str(tmp_path / "plain"), None
+    assert classify.validate(opts, PROCESSORS) == [
+        f"--bert_hub_module_handle: {tmp_path / 'plain'}: the module has no `tokenization_info` "
+        "signature (vocab file and casing); export it with `bert-export`"]
     assert not (tmp_path / "out").exists()
