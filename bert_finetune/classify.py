@@ -66,15 +66,20 @@ class ClassifyOptions:
     use_xla: bool = False
     distribution_strategy: str = "auto"
     use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
+    # run_classifier_with_tfhub.py: the encoder, vocab and casing come from this module.
+    bert_hub_module_handle: str | None = None
 
 
 class ClassifierModel(tf.Module):
     """BERT + the classification head; the runner's task (see runner/loops.py)."""
 
     def __init__(self, bert_config: modeling.BertConfig, num_labels: int, is_regression: bool,
-                 use_one_hot_embeddings: bool = False, compute_dtype: str = "float32"):
+                 use_one_hot_embeddings: bool = False, compute_dtype: str = "float32",
+                 encoder=None):
         super().__init__(name="classifier_model")
-        self.bert = modeling.BertModel(bert_config, use_one_hot_embeddings, compute_dtype)
+        # `encoder`: a module's HubEncoder (--bert_hub_module_handle) instead of a new BertModel.
+        self.bert = encoder or modeling.BertModel(bert_config, use_one_hot_embeddings,
+                                                  compute_dtype)
         self.head = ClassifierHead(num_labels, bert_config.hidden_size, is_regression,
                                    bert_config.initializer_range)
         self.is_regression = is_regression
@@ -121,7 +126,9 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
     problems = []
     if not (opts.do_train or opts.do_eval or opts.do_predict):
         problems.append("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
-    for name in ("data_dir", "bert_config_file", "task_name", "vocab_file", "output_dir"):
+    hub = opts.bert_hub_module_handle
+    for name in ("data_dir", "task_name", "output_dir") + (
+            () if hub else ("bert_config_file", "vocab_file")):
         if not getattr(opts, name):
             problems.append(f"--{name} is required")
     if opts.task_name and opts.task_name.lower() not in processors:
@@ -153,7 +160,9 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
             opts.output_dir):
         problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
     config = None
-    if opts.bert_config_file:
+    if hub:
+        problems.extend(_hub_problems(opts))
+    elif opts.bert_config_file:
         try:
             config = modeling.BertConfig.from_json_file(opts.bert_config_file)
         except UserError as e:
@@ -162,7 +171,7 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
         problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
                         f"was only trained up to sequence length {config.max_position_embeddings} "
                         f"(--max_seq_length, {opts.bert_config_file})")
-    if opts.vocab_file:
+    if opts.vocab_file and not hub:
         try:
             vocab = tokenization.load_vocab(opts.vocab_file)
         except UserError as e:
@@ -189,6 +198,27 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
         tokenization.validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
     except UserError as e:
         problems.append(str(e))
+    return problems
+
+
+def _hub_problems(opts: ClassifyOptions) -> list[str]:
+    """--bert_hub_module_handle: the module replaces the config, vocab, casing and checkpoint."""
+    from bert_finetune.export import module
+
+    problems = [f"--{name} is not used with --bert_hub_module_handle (the module has it)"
+                for name in ("bert_config_file", "vocab_file", "init_checkpoint")
+                if getattr(opts, name)]
+    if opts.compute_dtype != "float32":
+        problems.append("--bert_hub_module_handle runs the module in float32 only "
+                        f"(--compute_dtype={opts.compute_dtype})")
+    try:
+        encoder = module.HubEncoder(opts.bert_hub_module_handle)
+    except UserError as e:
+        return problems + [f"--bert_hub_module_handle: {e}"]
+    if opts.max_seq_length > encoder.config.max_position_embeddings:
+        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
+                        f"was only trained up to sequence length "
+                        f"{encoder.config.max_position_embeddings} (--max_seq_length)")
     return problems
 
 
@@ -236,11 +266,21 @@ class _Context:
         self.opts = opts
         self.processor = processor
         self.is_regression = bool(getattr(processor, "is_regression", False))
-        self.config = modeling.BertConfig.from_json_file(opts.bert_config_file)
-        self.tokenizer = tokenization.FullTokenizer(opts.vocab_file, opts.do_lower_case)
         self.strategy = distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone,
                                                 opts.gcp_project, opts.master,
                                                 opts.distribution_strategy)
+        self.hub_encoder = None
+        if opts.bert_hub_module_handle:
+            from bert_finetune.export.module import HubEncoder
+
+            with self.strategy.scope():  # the module's variables are the model's
+                self.hub_encoder = HubEncoder(opts.bert_hub_module_handle)
+            # The run record gets the module's vocab, casing and config, as a checkpoint run.
+            opts.vocab_file = self.hub_encoder.vocab_file
+            opts.do_lower_case = self.hub_encoder.do_lower_case
+            opts.bert_config_file = self.hub_encoder.config_file
+        self.config = modeling.BertConfig.from_json_file(opts.bert_config_file)
+        self.tokenizer = tokenization.FullTokenizer(opts.vocab_file, opts.do_lower_case)
         self.chief = distribute.is_chief(self.strategy)
         self.static_shapes = opts.use_tpu or opts.use_xla
         # Non-chief workers keep their record files out of output_dir.
@@ -251,7 +291,7 @@ class _Context:
     def build_model(self, num_labels: int) -> ClassifierModel:
         with self.strategy.scope():
             return ClassifierModel(self.config, num_labels, self.is_regression,
-                                   self.use_one_hot, self.opts.compute_dtype)
+                                   self.use_one_hot, self.opts.compute_dtype, self.hub_encoder)
 
     def write_records(self, examples: list, label_list: list, name: str) -> tuple[str, int]:
         path = os.path.join(self.record_dir, name)

@@ -90,6 +90,7 @@ def tiny_module(minilm_google, tmp_path_factory) -> Path:
     return export_dir
 
 
+@pytest.mark.slow  # tf_keras fit tracing; test_classify_hub covers training through the module
 def test_keras_layer_fine_tunes_module_variables(tiny_module):
     """hub.KerasLayer(trainable=True) sees every variable, and training moves them."""
     import tensorflow_hub as hub

@@ -29,6 +29,11 @@ flags.DEFINE_string(
     "data_dir", None,
     "The input data dir. Should contain the .tsv files (or other data files) for the task.")
 flags.DEFINE_string("task_name", None, "The name of the task to train.")
+flags.DEFINE_string(
+    "bert_hub_module_handle", None,
+    "Handle (path or URL) of a BERT module exported by bert-export, as run_classifier_with_tfhub: "
+    "its encoder, vocab and casing replace --bert_config_file, --vocab_file, --init_checkpoint "
+    "and --do_lower_case.")
 common_flags.define_model_flags()
 flags.DEFINE_bool("do_train", False, "Whether to run training.")
 flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
@@ -99,9 +104,9 @@ def _options() -> tuple[classify.ClassifyOptions, dict]:
     recorded = _recorded_run(FLAGS.output_dir)
     if recorded:
         out = FLAGS.output_dir
-        if not common_flags.explicitly_set("bert_config_file"):
+        if not common_flags.explicitly_set("bert_config_file") and not FLAGS.bert_hub_module_handle:
             values["bert_config_file"] = os.path.join(out, "bert_config.json")
-        if not common_flags.explicitly_set("vocab_file"):
+        if not common_flags.explicitly_set("vocab_file") and not FLAGS.bert_hub_module_handle:
             values["vocab_file"] = os.path.join(out, "vocab.txt")
         for name in _RECORDED:
             if not common_flags.explicitly_set(name) and name in recorded.get("task_flags", {}):

@@ -65,7 +65,7 @@ class BertModule(tf.Module):
         self.trainable_variables = list(ordered)
         self.regularization_losses = []
 
-    @tf.function
+    @tf.function(autograph=False)
     def __call__(self, inputs: dict, training: bool = False) -> dict[str, tf.Tensor]:
         return self._forward(inputs, training)
 
@@ -78,12 +78,12 @@ class BertModule(tf.Module):
             result["all_encoder_layers"] = tf.stack(out["all_encoder_layers"])  # [L, B, T, H]
         return result
 
-    @tf.function(input_signature=[_input_specs()])
+    @tf.function(autograph=False, input_signature=[_input_specs()])
     def tokens(self, inputs: dict) -> dict[str, tf.Tensor]:
         # The ops themselves, not a call of __call__: one graph, the same numbers as __call__.
         return self._forward(inputs, training=False)
 
-    @tf.function(input_signature=[])
+    @tf.function(autograph=False, input_signature=[])
     def tokenization_info(self) -> dict[str, tf.Tensor]:
         return {"vocab_file": self.vocab_file.asset_path,
                 "do_lower_case": tf.constant(self._do_lower_case)}
@@ -99,21 +99,21 @@ class _Preprocessor(tf.Module):
         self._do_lower_case = bool(do_lower_case)
         self.seq_len = tf.constant(seq_len)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def __call__(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         """Texts [B] ("a ||| b" for a pair) -> features [B, T] int32."""
         return self.pre(*tp.split_pairs(text))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text_a"),
                                   tf.TensorSpec([None], tf.string, name="text_b")])
     def pair(self, text_a: tf.Tensor, text_b: tf.Tensor) -> dict[str, tf.Tensor]:
         return self.pre(text_a, text_b)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
         return self.pre.tokenize(text)
 
-    @tf.function(input_signature=[])
+    @tf.function(autograph=False, input_signature=[])
     def tokenization_info(self) -> dict[str, tf.Tensor]:
         return {"vocab_file": self.vocab_file.asset_path,
                 "do_lower_case": tf.constant(self._do_lower_case)}
@@ -246,3 +246,40 @@ def _first_line(e: Exception) -> str:
         return (text.splitlines()[0] + " (a SavedModel with tensorflow_text ops loads only after "
                 "`import tensorflow_text`)")
     return text.splitlines()[0] if text else type(e).__name__
+
+
+class HubEncoder(tf.Module):
+    """A loaded module behind `modeling.BertModel`'s interface (call + `variables_by_name`).
+
+    Calls the module's own `__call__` (training=True: dropout on), so fine-tuning updates the
+    module's variables; they keep their original names (`bert/encoder/layer_0/...`), so the
+    run's checkpoints read like those of a checkpoint run.
+    """
+
+    def __init__(self, handle: str):
+        super().__init__(name="hub_encoder")
+        self.handle = handle
+        self.module = load_module(handle)
+        self.vocab_file, self.do_lower_case = tokenization_info(self.module)
+        config_path = os.path.join(os.path.dirname(self.vocab_file), "bert_config.json")
+        if not os.path.exists(config_path):
+            raise UserError(f"{handle}: the module has no bert_config.json asset (export it "
+                            "with `bert-export`)")
+        self.config_file = config_path
+        self.config = modeling.BertConfig.from_json_file(config_path)
+        self._vars = {v.name.split(":")[0]: v for v in self.module.variables}
+        expected = {name for name, _, _ in modeling.variable_specs(self.config)}
+        if set(self._vars) != expected:
+            missing = sorted(expected - set(self._vars)) or sorted(set(self._vars) - expected)
+            raise UserError(f"{handle}: the module's variables do not match its "
+                            f"bert_config.json (e.g. {missing[0]})")
+
+    def variables_by_name(self) -> dict[str, tf.Variable]:
+        return dict(self._vars)
+
+    def __call__(self, input_ids, input_mask=None, token_type_ids=None,
+                 training: bool = False) -> dict[str, tf.Tensor]:
+        inputs = {"input_ids": tf.cast(input_ids, tf.int32),
+                  "input_mask": tf.cast(input_mask, tf.int32),
+                  "segment_ids": tf.cast(token_type_ids, tf.int32)}
+        return self.module(inputs, training=bool(training))

@@ -124,8 +124,18 @@ def _patch_lower(text: tf.Tensor) -> tf.Tensor:
     has = tf.strings.regex_full_match(text, "(?s).*" + _char_class(sorted(map(ord, fixes))) + ".*")
     rows = tf.where(has)  # [R, 1]
     sub = tf.gather_nd(text, rows)
-    for char, lower in fixes.items():
-        sub = tf.strings.regex_replace(sub, f"\\x{{{ord(char):X}}}", lower)
+    one_to_one = {ord(c): ord(lo) for c, lo in fixes.items() if len(lo) == 1}
+    for char, lower in fixes.items():  # none on TF 2.21: all its gaps are single letters
+        if ord(char) not in one_to_one:
+            sub = tf.strings.regex_replace(sub, f"\\x{{{ord(char):X}}}", lower)
+    if one_to_one:
+        keys = sorted(one_to_one)
+        cps = tf.strings.unicode_decode(sub, "UTF-8")  # [R, (C)] int32
+        flat = cps.flat_values
+        at = tf.minimum(tf.searchsorted(tf.constant(keys, tf.int32), flat), len(keys) - 1)
+        hit = tf.gather(tf.constant(keys, tf.int32), at) == flat
+        mapped = tf.where(hit, tf.gather(tf.constant([one_to_one[k] for k in keys]), at), flat)
+        sub = tf.strings.unicode_encode(cps.with_flat_values(mapped), "UTF-8")
     return tf.tensor_scatter_nd_update(text, rows, sub)
 
 
@@ -213,8 +223,12 @@ class BertPreprocessor(tf.Module):
 
     def __call__(self, text_a: tf.Tensor, text_b: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """Texts [B] (and second texts [B]) -> features [B, T]; see `split_pairs` for "a ||| b"."""
-        ids_b = None if text_b is None else self.tokenize(text_b)
-        return self.pack(self.tokenize(text_a), ids_b)
+        if text_b is None:
+            return self.pack(self.tokenize(text_a))
+        # One tokenization of both halves: half the ops to trace.
+        ids = self.tokenize(tf.concat([text_a, text_b], axis=0))  # [2B, (P)]
+        batch = tf.shape(text_a)[0]
+        return self.pack(ids[:batch], ids[batch:])
 
 
 def split_pairs(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -237,9 +251,14 @@ def truncated_lengths(len_a: tf.Tensor, len_b: tf.Tensor, max_length: int | tf.T
     return tf.where(fits, len_a, new_a), tf.where(fits, len_b, new_b)
 
 
-def _keep_first(ids: tf.RaggedTensor, lengths: tf.Tensor) -> tf.RaggedTensor:
-    keep = tf.ragged.range(ids.row_lengths()) < tf.expand_dims(lengths, 1)
-    return tf.ragged.boolean_mask(ids, keep)
+def _scatter_pieces(ids: tf.RaggedTensor, keep: tf.Tensor, offset: tf.Tensor):
+    """(indices [K, 2], values [K]) putting each row's first `keep` ids at offset + position."""
+    rows = ids.value_rowids()  # [N] row of each id
+    pos = tf.range(tf.size(rows, out_type=tf.int64)) - tf.gather(ids.row_starts(), rows)
+    kept = pos < tf.gather(keep, rows)
+    rows, pos = tf.boolean_mask(rows, kept), tf.boolean_mask(pos, kept)
+    indices = tf.stack([rows, tf.gather(offset, rows) + pos], axis=1)
+    return indices, tf.boolean_mask(ids.flat_values, kept)
 
 
 def pack_inputs(ids_a: tf.RaggedTensor, ids_b: tf.RaggedTensor | None, seq_len: int,
@@ -247,33 +266,40 @@ def pack_inputs(ids_a: tf.RaggedTensor, ids_b: tf.RaggedTensor | None, seq_len: 
     """`[CLS] a [SEP] (b [SEP])`, truncated as the original, zero padded to [B, T] int32.
 
     A row whose b has no tokens is a single sequence (as `if tokens_b:` in the original).
+    Built with dense scatters (no ragged concatenation): quick to trace and to run.
     """
     ids_a = tf.cast(ids_a, tf.int32)
-    len_a = ids_a.row_lengths()
+    len_a = ids_a.row_lengths()  # [B] int64
     if ids_b is None:
         ids_b = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32),
-                                                 tf.zeros_like(len_a))
+                                                 tf.zeros_like(len_a), validate=False)
     ids_b = tf.cast(ids_b, tf.int32)
     len_b = ids_b.row_lengths()
     is_pair = len_b > 0
     pair_a, pair_b = truncated_lengths(len_a, len_b, seq_len - 3)
     keep_a = tf.where(is_pair, pair_a, tf.minimum(len_a, seq_len - 2))
     keep_b = tf.where(is_pair, pair_b, tf.zeros_like(len_b))
-    a = _keep_first(ids_a, keep_a)
-    b = _keep_first(ids_b, keep_b)
     batch = tf.shape(len_a, out_type=tf.int64)[0]
-    cls = tf.fill([batch, 1], tf.constant(cls_id, tf.int32))
-    sep = tf.fill([batch, 1], tf.constant(sep_id, tf.int32))
-    # The second [SEP] only for pairs: a ragged row of 0 or 1 elements.
-    sep_b = tf.RaggedTensor.from_row_lengths(
-        tf.fill([tf.reduce_sum(tf.cast(is_pair, tf.int64))], tf.constant(sep_id, tf.int32)),
-        tf.cast(is_pair, tf.int64))
-    ids = tf.concat([cls, a, sep, b, sep_b], axis=1)
-    segments = tf.concat([tf.zeros_like(cls), tf.zeros_like(a), tf.zeros_like(sep),
-                          tf.ones_like(b), tf.ones_like(sep_b)], axis=1)
-    input_ids = ids.to_tensor(0, shape=[None, seq_len])
-    return {
-        "input_ids": input_ids,
-        "input_mask": tf.ones_like(ids).to_tensor(0, shape=[None, seq_len]),
-        "segment_ids": segments.to_tensor(0, shape=[None, seq_len]),
-    }
+    rows = tf.range(batch)
+    one = tf.ones_like(len_a)
+    sep_at = 1 + keep_a  # [B]
+    total = 2 + keep_a + tf.where(is_pair, keep_b + 1, tf.zeros_like(keep_b))  # [B]
+    idx_a, val_a = _scatter_pieces(ids_a, keep_a, one)
+    idx_b, val_b = _scatter_pieces(ids_b, keep_b, sep_at + 1)
+    pair_rows = tf.boolean_mask(rows, is_pair)
+    idx_sep_b = tf.stack([pair_rows, tf.boolean_mask(total, is_pair) - 1], axis=1)
+    specials = tf.concat([tf.stack([rows, 0 * one], 1), tf.stack([rows, sep_at], 1)], 0)
+    indices = tf.concat([specials, idx_a, idx_b, idx_sep_b], 0)
+    values = tf.concat([tf.fill([batch], cls_id), tf.fill([batch], sep_id), val_a, val_b,
+                        tf.fill(tf.shape(pair_rows), sep_id)], 0)
+    shape = tf.stack([batch, tf.constant(seq_len, tf.int64)])
+    input_ids = tf.scatter_nd(indices, values, shape)  # [B, T]
+    segment_indices = tf.concat([idx_b, idx_sep_b], 0)
+    segment_ids = tf.scatter_nd(segment_indices, tf.ones(tf.shape(segment_indices)[:1], tf.int32),
+                                shape)
+    input_mask = tf.cast(tf.range(seq_len, dtype=tf.int64)[tf.newaxis] < total[:, tf.newaxis],
+                         tf.int32)
+    static = [None, seq_len]
+    return {"input_ids": tf.ensure_shape(input_ids, static),
+            "input_mask": tf.ensure_shape(input_mask, static),
+            "segment_ids": tf.ensure_shape(segment_ids, static)}
