@@ -80,3 +80,64 @@ def record_writes(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(features, "file_based_convert_examples_to_features", spy)
     return calls
+
+
+# -- a tiny fine-tuned classifier (serving tests) ------------------------------------------------
+# The real MiniLM vocab and MiniLM's activation. The run starts from a seeded checkpoint (encoder
+# and head) with weights of stddev 0.4, so that an (almost) untrained model already gives clearly
+# different probabilities, and both labels, to different inputs, the same on every run.
+SERVING_CONFIG = {**TINY_CONFIG, "vocab_size": 30522, "num_hidden_layers": 2,
+                  "hidden_act": "gelu_exact", "initializer_range": 0.4}
+SERVING_SEED = 5  # 3 of the 13 test pairs get label "1", none within 0.07 of 0.5
+
+
+def _seeded_checkpoint(prefix: Path, config: dict) -> None:
+    import numpy as np
+
+    from bert_finetune import checkpoints, modeling
+
+    rng = np.random.default_rng(SERVING_SEED)
+    std = config["initializer_range"]
+    specs = modeling.variable_specs(modeling.BertConfig(**config))
+    specs += [("output_weights", [2, config["hidden_size"]], "normal"),
+              ("output_bias", [2], "zeros")]
+    arrays = {}
+    for name, shape, kind in specs:
+        if kind == "normal":
+            arrays[name] = np.clip(rng.normal(0.0, std, shape), -2 * std, 2 * std)
+        else:
+            arrays[name] = np.full(shape, 1.0 if kind == "ones" else 0.0)
+    checkpoints.write_checkpoint(str(prefix), {k: v.astype(np.float32)
+                                               for k, v in arrays.items()})
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tmp_path_factory, minilm_google: Path) -> Path:
+    """A bert-classify MRPC run (train 2 steps, predict 13 test rows) of a tiny model on the real
+    MiniLM vocab, through `python -m bert_finetune.cli.classify`. Treat it as read-only.
+
+    Both labels occur among the 13 predictions (tests check it, so that a label mix-up fails).
+    """
+    import os
+
+    root = tmp_path_factory.mktemp("tiny_classifier")
+    data = root / "data"
+    data.mkdir()
+    # Header + rows, bytes as in GLUE (BOM included); max_seq_length 32 truncates most pairs.
+    for split, rows in (("train", 16), ("test", 13)):
+        lines = (SHARED / "data" / "glue" / "MRPC" / f"{split}.tsv").read_bytes().split(b"\n")
+        (data / f"{split}.tsv").write_bytes(b"\n".join(lines[:rows + 1]) + b"\n")
+    config = root / "bert_config.json"
+    config.write_text(json.dumps(SERVING_CONFIG))
+    init = root / "init" / "model.ckpt"
+    _seeded_checkpoint(init, SERVING_CONFIG)
+    out = root / "run"
+    cmd = [sys.executable, "-m", "bert_finetune.cli.classify", "--task_name=MRPC",
+           "--do_train=true", "--do_predict=true", f"--data_dir={data}",
+           f"--vocab_file={minilm_google / 'vocab.txt'}", f"--bert_config_file={config}",
+           f"--init_checkpoint={init}", "--max_seq_length=32", "--train_batch_size=8",
+           "--num_train_epochs=1", "--predict_batch_size=8", f"--output_dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
