@@ -23,29 +23,24 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import _task_shim as task  # TEMP
-from bert_finetune import fileio, modeling, outputs
+from bert_finetune import fileio, modeling, outputs, task
 from bert_finetune import squad_postprocess as postprocess
 from bert_finetune.data import squad as squad_data
 from bert_finetune.data import squad_features, tfrecord
 from bert_finetune.errors import UserError
 from bert_finetune.heads import SpanHead
+from bert_finetune.progress import hms
 from bert_finetune.runner import loops, squad_metrics
 
 TRAIN_SEED = 12345  # the original shuffled the train examples with random.Random(12345)
 
 
 @dataclasses.dataclass
-class SquadOptions:
+class SquadOptions(task.TaskOptions):
     """The flags of run_squad.py (same names and defaults) plus the runner's additions."""
 
-    bert_config_file: str | None = None
-    vocab_file: str | None = None
-    output_dir: str | None = None
     train_file: str | None = None
     predict_file: str | None = None
-    init_checkpoint: str | None = None
-    do_lower_case: bool = True
     max_seq_length: int = 384
     doc_stride: int = 128
     max_query_length: int = 64
@@ -56,25 +51,11 @@ class SquadOptions:
     learning_rate: float = 5e-5
     num_train_epochs: float = 3.0
     warmup_proportion: float = 0.1
-    save_checkpoints_steps: int = 1000
-    iterations_per_loop: int = 1000
     n_best_size: int = 20
     max_answer_length: int = 30
-    use_tpu: bool = False
-    tpu_name: str | None = None
-    tpu_zone: str | None = None
-    gcp_project: str | None = None
-    master: str | None = None
-    num_tpu_cores: int = 8
     verbose_logging: bool = False
     version_2_with_negative: bool = False
     null_score_diff_threshold: float = 0.0
-    # Additions.
-    keep_checkpoint_max: int = 5
-    compute_dtype: str = "float32"
-    use_xla: bool = False
-    distribution_strategy: str = "auto"
-    use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
 class SquadModel(tf.Module):
@@ -135,7 +116,8 @@ def validate(opts: SquadOptions) -> list[str]:
     if opts.max_seq_length <= opts.max_query_length + 3:
         problems.append(f"The max_seq_length ({opts.max_seq_length}) must be greater than "
                         f"max_query_length ({opts.max_query_length}) + 3")
-    problems += task.validate_common(opts)
+    problems += task.require(opts, ("bert_config_file", "vocab_file", "output_dir"))
+    problems += task.validate_common(opts)[0]
     return problems
 
 
@@ -174,9 +156,9 @@ def _read_data(opts: SquadOptions) -> _Data:
 def run(opts: SquadOptions) -> dict:
     """Trains and/or predicts as the flags say. Returns the eval results (if any)."""
     data = _read_data(opts)
-    ctx = task.Context(opts)
+    ctx = task.TaskContext(opts)
     fileio.ensure_output_dir(opts.output_dir)
-    recorded = tf.io.gfile.exists(os.path.join(opts.output_dir, task.RUN_FLAGS_FILE))
+    recorded = task.has_record(opts.output_dir)
     if ctx.chief and (opts.do_train or not recorded):
         task.record_run(opts, ctx.config)
     with ctx.strategy.scope():
@@ -192,7 +174,7 @@ def run(opts: SquadOptions) -> dict:
     return results
 
 
-def _train(ctx: task.Context, model: SquadModel, data: _Data) -> None:
+def _train(ctx: task.TaskContext, model: SquadModel, data: _Data) -> None:
     opts = ctx.opts
     path = os.path.join(ctx.record_dir, "train.tf_record")
     _, num_features = squad_features.write_features(
@@ -204,14 +186,9 @@ def _train(ctx: task.Context, model: SquadModel, data: _Data) -> None:
     logging.info("  Num split examples = %d", num_features)
     logging.info("  Batch size = %d", opts.train_batch_size)
     logging.info("  Num steps = %d", num_train_steps)
-    train_opts = loops.TrainOptions(
-        output_dir=opts.output_dir, train_batch_size=opts.train_batch_size,
-        num_train_steps=num_train_steps,
-        num_warmup_steps=int(num_train_steps * opts.warmup_proportion),
-        learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
-        iterations_per_loop=opts.iterations_per_loop,
-        keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16")
+    train_opts = ctx.train_options(num_train_steps,
+                                   int(num_train_steps * opts.warmup_proportion),
+                                   opts.train_batch_size, opts.learning_rate)
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
     spec = squad_features.name_to_features(opts.max_seq_length, is_training=True)
 
@@ -240,10 +217,10 @@ class _Progress:
         self.last = now
         rate = done / max(now - self.began, 1e-9)
         eta = (self.total - done) / max(rate, 1e-9)
-        logging.info("%s: %d/%d batches  ETA %s", self.what, done, self.total, loops._hms(eta))
+        logging.info("%s: %d/%d batches  ETA %s", self.what, done, self.total, hms(eta))
 
 
-def _predict(ctx: task.Context, model: SquadModel, data: _Data) -> dict:
+def _predict(ctx: task.TaskContext, model: SquadModel, data: _Data) -> dict:
     opts = ctx.opts
     path = os.path.join(ctx.record_dir, "eval.tf_record")
     pad_to = opts.predict_batch_size if ctx.static_shapes else 1

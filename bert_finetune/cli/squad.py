@@ -12,8 +12,6 @@ EM/F1 land in eval_results.txt (v2.0: with the best null threshold).
 
 from __future__ import annotations
 
-import dataclasses
-
 from absl import flags
 
 from bert_finetune import squad
@@ -72,27 +70,8 @@ _RECORDED = ("do_lower_case", "max_seq_length", "doc_stride", "max_query_length"
 
 
 def _options() -> squad.SquadOptions:
-    fields = {f.name for f in dataclasses.fields(squad.SquadOptions)}
-    values = {name: FLAGS[name].value for name in fields if name in FLAGS}
-    _complete_from_recorded_run(values)
-    return squad.SquadOptions(**values)
-
-
-def _complete_from_recorded_run(values: dict) -> None:  # TEMP until the shared module lands
-    import json
-    import os
-    out = values.get("output_dir")
-    path = os.path.join(out, "run_flags.json") if out else None
-    if not path or not os.path.isfile(path):
-        return
-    recorded = json.load(open(path))
-    if not common_flags.explicitly_set("bert_config_file"):
-        values["bert_config_file"] = os.path.join(out, "bert_config.json")
-    if not common_flags.explicitly_set("vocab_file"):
-        values["vocab_file"] = os.path.join(out, "vocab.txt")
-    for name in _RECORDED:
-        if not common_flags.explicitly_set(name) and name in recorded:
-            values[name] = recorded[name]
+    """SquadOptions from the flags, completed from a recorded run in output_dir."""
+    return common_flags.options_from_flags(squad.SquadOptions, _RECORDED)[0]
 
 
 def main(argv: list[str]) -> None:
