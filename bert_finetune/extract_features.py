@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, fileio, modeling, tokenization
+from bert_finetune import checkpoints, fileio, modeling, task, tokenization
 from bert_finetune.data.features import truncate_seq_pair
 from bert_finetune.data.readers import iter_lines
 from bert_finetune.errors import UserError
@@ -106,45 +106,16 @@ def validate(opts: ExtractFeaturesOptions) -> list[str]:
         problems.append(str(e))
     if opts.input_file and not fileio.is_file(opts.input_file):
         problems.append(f"--input_file={opts.input_file}: no such file")
-    config = None
-    if opts.bert_config_file:
-        try:
-            config = modeling.BertConfig.from_json_file(opts.bert_config_file)
-        except UserError as e:
-            problems.append(f"--bert_config_file: {e}")
+    model_problems, config = task.check_model_files(
+        opts.bert_config_file, opts.max_seq_length, opts.vocab_file, opts.init_checkpoint)
+    problems += model_problems
     if config is not None:
         n = config.num_hidden_layers
         bad = [i for i in layers or [] if not -n <= i < n]
         if bad:
             problems.append(f"--layers={opts.layers}: layer {bad[0]} is out of range for a "
                             f"{n}-layer model (use -{n}..{n - 1}; -1 is the last)")
-        if opts.max_seq_length > config.max_position_embeddings:
-            problems.append(f"--max_seq_length={opts.max_seq_length} is longer than "
-                            f"max_position_embeddings={config.max_position_embeddings} of "
-                            f"{opts.bert_config_file}")
-    if opts.vocab_file:
-        try:
-            vocab = tokenization.load_vocab(opts.vocab_file)
-        except UserError as e:
-            problems.append(f"--vocab_file: {e}")
-        else:
-            if config is not None and len(vocab) > config.vocab_size:
-                problems.append(f"--vocab_file={opts.vocab_file} has {len(vocab)} tokens but "
-                                f"{opts.bert_config_file} says vocab_size={config.vocab_size}")
-    if opts.init_checkpoint:
-        try:
-            checkpoints.resolve_checkpoint(opts.init_checkpoint)
-            if config is not None:
-                expected = {n: s for n, s, _ in modeling.variable_specs(config)}
-                problem = checkpoints.check_compatible(opts.init_checkpoint, expected)
-                if problem:
-                    problems.append(problem)
-        except UserError as e:
-            problems.append(str(e))
-    try:
-        tokenization.validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
-    except UserError as e:
-        problems.append(str(e))
+    problems += task.check_casing(opts.do_lower_case, opts.init_checkpoint)
     return problems
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, fileio, modeling, optimization, outputs
+from bert_finetune import fileio, modeling, optimization, outputs, task
 from bert_finetune.create_pretraining_data import expand_globs
 from bert_finetune.data import pretraining_records
 from bert_finetune.errors import UserError
@@ -165,16 +165,7 @@ def validate(opts: PretrainingOptions) -> list[str]:
     if opts.optimizer not in optimization.OPTIMIZERS:
         problems.append(f"--optimizer={opts.optimizer}: use one of "
                         f"{', '.join(optimization.OPTIMIZERS)}")
-    if opts.compute_dtype not in ("float32", "bfloat16", "float16"):
-        problems.append(f"--compute_dtype={opts.compute_dtype}: use float32, bfloat16 or float16")
-    if opts.distribution_strategy not in distribute.STRATEGIES:
-        problems.append(f"--distribution_strategy={opts.distribution_strategy}: use one of "
-                        f"{', '.join(distribute.STRATEGIES)}")
-    if opts.use_tpu and not (opts.tpu_name or opts.master):
-        problems.append("--use_tpu=true needs --tpu_name (or --master)")
-    if opts.output_dir and tf.io.gfile.exists(opts.output_dir) and not tf.io.gfile.isdir(
-            opts.output_dir):
-        problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
+    problems += task.check_runner_flags(opts)
     if opts.input_file:
         try:
             files = expand_globs(opts.input_file)
@@ -183,26 +174,8 @@ def validate(opts: PretrainingOptions) -> list[str]:
         else:
             if opts.max_seq_length > 0 and opts.max_predictions_per_seq > 0:
                 problems += _check_records(opts, files)
-    config = None
-    if opts.bert_config_file:
-        try:
-            config = modeling.BertConfig.from_json_file(opts.bert_config_file)
-        except UserError as e:
-            problems.append(f"--bert_config_file: {e}")
-    if config is not None and opts.max_seq_length > config.max_position_embeddings:
-        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
-                        f"was only trained up to sequence length {config.max_position_embeddings} "
-                        f"(--max_seq_length, {opts.bert_config_file})")
-    if opts.init_checkpoint:
-        try:
-            checkpoints.resolve_checkpoint(opts.init_checkpoint)
-            if config is not None:
-                expected = {n: shape for n, shape, _ in modeling.variable_specs(config)}
-                problem = checkpoints.check_compatible(opts.init_checkpoint, expected)
-                if problem:
-                    problems.append(problem)
-        except UserError as e:
-            problems.append(str(e))
+    problems += task.check_model_files(opts.bert_config_file, opts.max_seq_length, None,
+                                       opts.init_checkpoint)[0]
     return problems
 
 

@@ -65,16 +65,9 @@ def require_positive(opts, names: tuple[str, ...]) -> list[str]:
             for name in names if getattr(opts, name) <= 0]
 
 
-def validate_common(opts: TaskOptions, need_vocab: bool = True
-                    ) -> tuple[list[str], modeling.BertConfig | None]:
-    """The checks every task makes: runner flags, config, vocab, checkpoint and casing.
-
-    Returns (problems, the parsed config or None). Required-ness of the files is the task's
-    business (`require`); a file that is given is read and checked here.
-    """
-    problems = require_positive(opts, ("max_seq_length", "save_checkpoints_steps",
-                                       "iterations_per_loop", "num_tpu_cores",
-                                       "log_every_n_steps", "gradient_accumulation_steps"))
+def check_runner_flags(opts) -> list[str]:
+    """compute_dtype, distribution_strategy, TPU and output_dir checks every training task makes."""
+    problems = []
     if opts.compute_dtype not in COMPUTE_DTYPES:
         problems.append(f"--compute_dtype={opts.compute_dtype}: use float32, bfloat16 or float16")
     if opts.distribution_strategy not in distribute.STRATEGIES:
@@ -85,32 +78,66 @@ def validate_common(opts: TaskOptions, need_vocab: bool = True
     if opts.output_dir and tf.io.gfile.exists(opts.output_dir) and not tf.io.gfile.isdir(
             opts.output_dir):
         problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
+    return problems
+
+
+def check_model_files(config_file: str | None, max_seq_length: int, vocab_file: str | None,
+                      init_checkpoint: str | None
+                      ) -> tuple[list[str], modeling.BertConfig | None]:
+    """Reads and cross-checks the config, vocab and checkpoint that are given.
+
+    Returns (problems, the parsed config or None).
+    """
+    problems = []
     config = None
-    if opts.bert_config_file:
+    if config_file:
         try:
-            config = modeling.BertConfig.from_json_file(opts.bert_config_file)
+            config = modeling.BertConfig.from_json_file(config_file)
         except UserError as e:
             problems.append(f"--bert_config_file: {e}")
-    if config is not None and opts.max_seq_length > config.max_position_embeddings:
-        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
+    if config is not None and max_seq_length > config.max_position_embeddings:
+        problems.append(f"Cannot use sequence length {max_seq_length} because the BERT model "
                         f"was only trained up to sequence length {config.max_position_embeddings} "
-                        f"(--max_seq_length, {opts.bert_config_file})")
-    if opts.vocab_file and need_vocab:
-        problems += _check_vocab(opts.vocab_file, config, opts.bert_config_file)
-    if opts.init_checkpoint:
+                        f"(--max_seq_length, {config_file})")
+    if vocab_file:
+        problems += _check_vocab(vocab_file, config, config_file)
+    if init_checkpoint:
         try:
-            checkpoints.resolve_checkpoint(opts.init_checkpoint)
+            checkpoints.resolve_checkpoint(init_checkpoint)
             if config is not None:
                 expected = {n: shape for n, shape, _ in modeling.variable_specs(config)}
-                problem = checkpoints.check_compatible(opts.init_checkpoint, expected)
+                problem = checkpoints.check_compatible(init_checkpoint, expected)
                 if problem:
                     problems.append(problem)
         except UserError as e:
             problems.append(str(e))
+    return problems, config
+
+
+def check_casing(do_lower_case: bool, init_checkpoint: str | None) -> list[str]:
     try:
-        tokenization.validate_case_matches_checkpoint(opts.do_lower_case, opts.init_checkpoint)
+        tokenization.validate_case_matches_checkpoint(do_lower_case, init_checkpoint)
     except UserError as e:
-        problems.append(str(e))
+        return [str(e)]
+    return []
+
+
+def validate_common(opts: TaskOptions, need_vocab: bool = True
+                    ) -> tuple[list[str], modeling.BertConfig | None]:
+    """The checks every task makes: runner flags, config, vocab, checkpoint and casing.
+
+    Returns (problems, the parsed config or None). Required-ness of the files is the task's
+    business (`require`); a file that is given is read and checked here.
+    """
+    problems = require_positive(opts, ("max_seq_length", "save_checkpoints_steps",
+                                       "iterations_per_loop", "num_tpu_cores",
+                                       "log_every_n_steps", "gradient_accumulation_steps"))
+    problems += check_runner_flags(opts)
+    model_problems, config = check_model_files(
+        opts.bert_config_file, opts.max_seq_length, opts.vocab_file if need_vocab else None,
+        opts.init_checkpoint)
+    problems += model_problems
+    problems += check_casing(opts.do_lower_case, opts.init_checkpoint)
     return problems, config
 
 

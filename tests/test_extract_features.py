@@ -147,8 +147,9 @@ def test_cli_error_is_one_line(tiny):
                                       "init_checkpoint", "vocab_file", "layers")]],
         capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "bert-extract-features: error: --layers=-1,-7: layer -7 is out of range")
+    last = proc.stderr.strip().splitlines()[-1]  # every problem on one line
+    assert last.startswith("bert-extract-features: error: ")
+    assert "--layers=-1,-7: layer -7 is out of range" in last
     assert "Traceback" not in proc.stderr
     assert not (root / "out.jsonl").exists()
 
