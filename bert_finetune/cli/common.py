@@ -21,6 +21,14 @@ def fail(program: str, message: str) -> NoReturn:
     sys.exit(1)
 
 
+def run_task(program: str, options, validate: Callable, run: Callable) -> None:
+    """Validates `options` (every problem on one line, then exit 1) and runs the task."""
+    problems = validate(options)
+    if problems:
+        fail(program, " | ".join(problems))
+    run(options)
+
+
 def run_main(program: str, main: Callable[[list[str]], None],
              original: str | Sequence[str] | None = None) -> None:
     """`absl.app.run(main)`; bad flags and UserError become one stderr line and exit 1.

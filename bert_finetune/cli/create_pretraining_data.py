@@ -13,7 +13,7 @@ import dataclasses
 from absl import flags
 
 from bert_finetune import create_pretraining_data as task
-from bert_finetune.cli.common import fail, run_main
+from bert_finetune.cli.common import run_main, run_task
 
 FLAGS = flags.FLAGS
 PROGRAM = "bert-create-pretraining-data"
@@ -47,10 +47,7 @@ flags.DEFINE_integer("max_shard_tokens", task.CreatePretrainingDataOptions.max_s
 def main(argv: list[str]) -> None:
     fields = [f.name for f in dataclasses.fields(task.CreatePretrainingDataOptions)]
     opts = task.CreatePretrainingDataOptions(**{n: FLAGS[n].value for n in fields})
-    problems = task.validate(opts)
-    if problems:
-        fail(PROGRAM, " | ".join(problems))
-    task.run(opts)
+    run_task(PROGRAM, opts, task.validate, task.run)
 
 
 def run() -> None:

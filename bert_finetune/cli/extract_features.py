@@ -15,7 +15,7 @@ import dataclasses
 from absl import flags
 
 from bert_finetune import extract_features as task
-from bert_finetune.cli.common import fail, run_main
+from bert_finetune.cli.common import run_main, run_task
 
 FLAGS = flags.FLAGS
 PROGRAM = "bert-extract-features"
@@ -64,10 +64,7 @@ flags.DEFINE_enum("distribution_strategy", "auto",
 def main(argv: list[str]) -> None:
     fields = [f.name for f in dataclasses.fields(task.ExtractFeaturesOptions)]
     opts = task.ExtractFeaturesOptions(**{n: FLAGS[n].value for n in fields})
-    problems = task.validate(opts)
-    if problems:
-        fail(PROGRAM, " | ".join(problems))
-    task.run(opts)
+    run_task(PROGRAM, opts, task.validate, task.run)
 
 
 def run() -> None:

@@ -15,7 +15,7 @@ from absl import flags
 
 from bert_finetune import optimization, pretraining
 from bert_finetune.cli import flags as common_flags
-from bert_finetune.cli.common import fail, run_main
+from bert_finetune.cli.common import run_main, run_task
 
 FLAGS = flags.FLAGS
 PROGRAM = "bert-pretrain"
@@ -45,10 +45,7 @@ flags.DEFINE_bool("use_one_hot_embeddings", None,
 def main(argv: list[str]) -> None:
     fields = [f.name for f in dataclasses.fields(pretraining.PretrainingOptions)]
     opts = pretraining.PretrainingOptions(**{n: FLAGS[n].value for n in fields})
-    problems = pretraining.validate(opts)
-    if problems:
-        fail(PROGRAM, " | ".join(problems))
-    pretraining.run(opts)
+    run_task(PROGRAM, opts, pretraining.validate, pretraining.run)
 
 
 def run() -> None:
