@@ -101,7 +101,7 @@ set +e
   --output_dir="$OUT" \
   ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee "$LOG" |
   grep --line-buffered -E "Running (training|evaluation)|Num (examples|steps)|loops.py|progress.py|bert-classify: error" |
-  sed -E 's/^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [A-Za-z_]+\.py:[0-9]+\] //'
+  sed -u -E 's/^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [A-Za-z_]+\.py:[0-9]+\] //'
 status=${PIPESTATUS[0]}
 set -e
 [[ $status == 0 ]] || { tail -n 20 "$LOG" >&2; die "bert-classify failed (exit $status); see $LOG"; }
