@@ -105,14 +105,6 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
                         f"{', '.join(sorted(processors))}")
     problems += task.require_positive(opts, ("train_batch_size", "eval_batch_size",
                                              "predict_batch_size"))
-    if opts.length_buckets < 0:
-        problems.append(f"--length_buckets={opts.length_buckets} must be 0 (off) or positive")
-    if opts.length_buckets and opts.use_tpu:
-        problems.append("--length_buckets needs varying batch shapes, which TPUs do not take")
-    if opts.gradient_accumulation_steps > 0 and opts.train_batch_size > 0 and \
-            opts.train_batch_size % opts.gradient_accumulation_steps:
-        problems.append(f"--gradient_accumulation_steps={opts.gradient_accumulation_steps} "
-                        f"must divide --train_batch_size={opts.train_batch_size}")
     if opts.max_seq_length < 3 and opts.max_seq_length > 0:
         problems.append(f"--max_seq_length={opts.max_seq_length} leaves no room for text "
                         "([CLS] and [SEP] take 2)")
@@ -234,8 +226,8 @@ def _train(ctx: _Context, model: ClassifierModel, data: _Data) -> None:
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
         input_fn = tfrecord.file_based_input_fn_builder(
             path, opts.max_seq_length, is_training=True, drop_remainder=True,
-            is_regression=ctx.is_regression, seed=TRAIN_SEED, skip_batches=skip_batches,
-            input_context=input_context, length_window=opts.length_buckets,
+            is_regression=ctx.is_regression, seed=ctx.train_seed(TRAIN_SEED),
+            skip_batches=skip_batches, input_context=input_context, length_window=opts.length_buckets,
             length_buckets=length_buckets.bucket_lengths(opts.max_seq_length)
             if opts.length_buckets else None)
         return input_fn({"batch_size": input_context.get_per_replica_batch_size(

@@ -94,6 +94,8 @@ class AdamWeightDecay(tf.Module):
         m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
         update = m / (sqrt(v) + ε) [+ weight_decay_rate·param unless the name matches an exclusion]
         param -= lr · update
+    `bias_correction=True` uses m / (1-β1^t) and v / (1-β2^t) (t the 1-based step) as Adam does;
+    not the original, which skipped it.
 
     Create it under `strategy.scope()` so that the slots are mirrored like the variables.
     """
@@ -110,6 +112,7 @@ class AdamWeightDecay(tf.Module):
         epsilon: float = 1e-6,
         exclude_from_weight_decay: Iterable[str] | None = ("LayerNorm", "layer_norm", "bias"),
         name: str = "AdamWeightDecay",
+        bias_correction: bool = False,
     ):
         super().__init__(name=name)
         _check_schedule(num_train_steps, num_warmup_steps)
@@ -121,6 +124,7 @@ class AdamWeightDecay(tf.Module):
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.exclude_from_weight_decay = tuple(exclude_from_weight_decay or ())
+        self.bias_correction = bool(bias_correction)
         # The dict key, not `.name` (which eager mode suffixes with ":0"), is the checkpoint name.
         self._params = {_variable_name(k): v for k, v in variables.items()}
         self._slots: dict[str, tf.Variable] = {}
@@ -219,11 +223,15 @@ class AdamWeightDecay(tf.Module):
             )
 
     def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str) -> None:
-        del step  # no bias correction in the original
         grad = tf.cast(grad, tf.float32)
         next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
         next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-        update = next_m / (tf.sqrt(next_v) + self.epsilon)
+        if self.bias_correction:  # Adam's (and PyTorch/Keras AdamW's); not the original's
+            m_hat = next_m / (1.0 - tf.pow(self.beta_1, step))
+            v_hat = next_v / (1.0 - tf.pow(self.beta_2, step))
+            update = m_hat / (tf.sqrt(v_hat) + self.epsilon)
+        else:
+            update = next_m / (tf.sqrt(next_v) + self.epsilon)
         if self._do_use_weight_decay(name):
             update += self.weight_decay_rate * tf.cast(param, tf.float32)
         update_with_lr = learning_rate * update
@@ -291,7 +299,9 @@ class LAMB(AdamWeightDecay):
         self._assign(param, m, v, next_param, next_m, next_v, keep)
 
 
-OPTIMIZERS = ("adamw", "lamb")
+# adamw: the original's AdamWeightDecay; adamw_bc: the same with Adam's bias correction (what
+# PyTorch's and Keras' AdamW do); lamb: LAMB for large-batch pretraining.
+OPTIMIZERS = ("adamw", "adamw_bc", "lamb")
 
 
 def create_optimizer(
@@ -304,7 +314,8 @@ def create_optimizer(
     """The original's optimizer settings: weight decay 0.01, β 0.9/0.999, ε 1e-6, LayerNorm/bias
     excluded. Call under `strategy.scope()`; clip with `clip_gradients` before `apply_gradients`.
 
-    `optimizer_type="lamb"` gives `LAMB` with the same settings and exclusions (tf-models').
+    `optimizer_type="lamb"` gives `LAMB` with the same settings and exclusions (tf-models');
+    `"adamw_bc"` gives AdamWeightDecay with Adam's bias correction.
     """
     if optimizer_type not in OPTIMIZERS:
         raise UserError(f"--optimizer={optimizer_type}: use one of {', '.join(OPTIMIZERS)}")
@@ -319,4 +330,5 @@ def create_optimizer(
         beta_2=0.999,
         epsilon=1e-6,
         exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],
+        **({"bias_correction": True} if optimizer_type == "adamw_bc" else {}),
     )

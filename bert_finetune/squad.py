@@ -25,14 +25,15 @@ from absl import logging
 
 from bert_finetune import fileio, modeling, outputs, task
 from bert_finetune import squad_postprocess as postprocess
+from bert_finetune.data import length_buckets, squad_features, tfrecord
 from bert_finetune.data import squad as squad_data
-from bert_finetune.data import squad_features, tfrecord
 from bert_finetune.errors import UserError
 from bert_finetune.heads import SpanHead
 from bert_finetune.progress import hms
 from bert_finetune.runner import loops, squad_metrics
 
 TRAIN_SEED = 12345  # the original shuffled the train examples with random.Random(12345)
+PADDING_LOGIT = -1e4  # the logits of positions a length bucket cut off
 
 
 @dataclasses.dataclass
@@ -62,8 +63,9 @@ class SquadModel(tf.Module):
     """BERT + the span head; the runner's task (see runner/loops.py)."""
 
     def __init__(self, bert_config: modeling.BertConfig, use_one_hot_embeddings: bool = False,
-                 compute_dtype: str = "float32"):
+                 compute_dtype: str = "float32", seq_length: int | None = None):
         super().__init__(name="squad_model")
+        self.seq_length = seq_length  # predict() pads trimmed batches' logits back to it
         self.bert = modeling.BertModel(bert_config, use_one_hot_embeddings, compute_dtype)
         self.head = SpanHead(bert_config.hidden_size, bert_config.initializer_range)
 
@@ -85,6 +87,11 @@ class SquadModel(tf.Module):
 
     def predict(self, features: dict) -> dict[str, tf.Tensor]:
         start_logits, end_logits = self.logits(features, training=False)
+        if self.seq_length is not None:
+            # A length-bucketed batch [B, L]: positions past L are padding, below any real logit.
+            pad = [[0, 0], [0, self.seq_length - tf.shape(start_logits)[1]]]
+            start_logits = tf.pad(start_logits, pad, constant_values=PADDING_LOGIT)
+            end_logits = tf.pad(end_logits, pad, constant_values=PADDING_LOGIT)
         return {"unique_ids": features["unique_ids"], "start_logits": start_logits,
                 "end_logits": end_logits}
 
@@ -142,7 +149,7 @@ def _read_data(opts: SquadOptions) -> _Data:
         data.gold = squad_data.read_gold(opts.predict_file)
     if data.train is not None:
         # Shuffled once, as the original, so that the windows of a question are spread out.
-        random.Random(TRAIN_SEED).shuffle(data.train)
+        random.Random(TRAIN_SEED if opts.seed is None else opts.seed).shuffle(data.train)
         # The step count comes from the questions, not from the (more numerous) windows.
         data.num_train_steps = int(len(data.train) / opts.train_batch_size
                                    * opts.num_train_epochs)
@@ -162,7 +169,9 @@ def run(opts: SquadOptions) -> dict:
     if ctx.chief and (opts.do_train or not recorded):
         task.record_run(opts, ctx.config)
     with ctx.strategy.scope():
-        model = SquadModel(ctx.config, ctx.use_one_hot, opts.compute_dtype)
+        trimmed = bool(opts.length_buckets) and not ctx.static_shapes
+        model = SquadModel(ctx.config, ctx.use_one_hot, opts.compute_dtype,
+                           seq_length=opts.max_seq_length if trimmed else None)
     results: dict = {}
     try:
         if opts.do_train:
@@ -191,12 +200,14 @@ def _train(ctx: task.TaskContext, model: SquadModel, data: _Data) -> None:
                                    opts.train_batch_size, opts.learning_rate)
     trainer = loops.Trainer(ctx.strategy, model, train_opts)
     spec = squad_features.name_to_features(opts.max_seq_length, is_training=True)
+    buckets = length_buckets.bucket_lengths(opts.max_seq_length) if opts.length_buckets else None
 
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
         input_fn = tfrecord.file_based_input_fn_builder(
             path, opts.max_seq_length, is_training=True, drop_remainder=True,
-            seed=TRAIN_SEED, skip_batches=skip_batches, input_context=input_context,
-            features_spec=spec)
+            seed=ctx.train_seed(TRAIN_SEED), skip_batches=skip_batches,
+            input_context=input_context, features_spec=spec, length_window=opts.length_buckets,
+            length_buckets=buckets)
         return input_fn({"batch_size": input_context.get_per_replica_batch_size(
             opts.train_batch_size)})
 
@@ -235,7 +246,9 @@ def _predict(ctx: task.TaskContext, model: SquadModel, data: _Data) -> dict:
                                        opts.init_checkpoint)
     input_fn = tfrecord.file_based_input_fn_builder(
         path, opts.max_seq_length, is_training=False, drop_remainder=ctx.static_shapes,
-        features_spec=squad_features.name_to_features(opts.max_seq_length, False))
+        features_spec=squad_features.name_to_features(opts.max_seq_length, False),
+        length_buckets=length_buckets.bucket_lengths(opts.max_seq_length)
+        if opts.length_buckets and not ctx.static_shapes else None)
     dataset = input_fn({"batch_size": opts.predict_batch_size})
     num_batches = -(-num_records // opts.predict_batch_size)
     began = time.time()

@@ -17,7 +17,7 @@ import tempfile
 
 import tensorflow as tf
 
-from bert_finetune import checkpoints, fileio, modeling, outputs, tokenization
+from bert_finetune import checkpoints, fileio, modeling, optimization, outputs, tokenization
 from bert_finetune.errors import UserError
 from bert_finetune.runner import distribute, loops
 
@@ -51,6 +51,8 @@ class TaskOptions:
     log_every_n_steps: int = 100
     gradient_accumulation_steps: int = 1
     length_buckets: int = 0
+    optimizer: str = "adamw"  # optimization.OPTIMIZERS
+    seed: int | None = None  # None: the original's fixed shuffle, unseeded initialisation
     use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
@@ -75,6 +77,20 @@ def check_runner_flags(opts) -> list[str]:
                         f"{', '.join(distribute.STRATEGIES)}")
     if opts.use_tpu and not (opts.tpu_name or opts.master):
         problems.append("--use_tpu=true needs --tpu_name (or --master)")
+    optimizer = getattr(opts, "optimizer", "adamw")
+    if optimizer not in optimization.OPTIMIZERS:
+        problems.append(f"--optimizer={optimizer}: use one of "
+                        f"{', '.join(optimization.OPTIMIZERS)}")
+    buckets = getattr(opts, "length_buckets", 0)
+    if buckets < 0:
+        problems.append(f"--length_buckets={buckets} must be 0 (off) or positive")
+    if buckets and opts.use_tpu:
+        problems.append("--length_buckets needs varying batch shapes, which TPUs do not take")
+    accumulate = getattr(opts, "gradient_accumulation_steps", 1)
+    batch = getattr(opts, "train_batch_size", 0)
+    if accumulate > 0 and batch > 0 and batch % accumulate:
+        problems.append(f"--gradient_accumulation_steps={accumulate} "
+                        f"must divide --train_batch_size={batch}")
     if opts.output_dir and tf.io.gfile.exists(opts.output_dir) and not tf.io.gfile.isdir(
             opts.output_dir):
         problems.append(f"--output_dir={opts.output_dir} is a file, not a directory")
@@ -226,6 +242,12 @@ class TaskContext:
         self.record_dir = opts.output_dir if self.chief else tempfile.mkdtemp(prefix="bert_w_")
         one_hot = opts.use_one_hot_embeddings
         self.use_one_hot = opts.use_tpu if one_hot is None else one_hot
+        if opts.seed is not None:  # initialisation, dropout and the training shuffle
+            tf.random.set_seed(opts.seed)
+
+    def train_seed(self, default: int) -> int:
+        """The training shuffle's seed: --seed if given, else the task's fixed one."""
+        return default if self.opts.seed is None else self.opts.seed
 
     def close(self) -> None:
         """Removes a non-chief worker's private record directory."""
@@ -243,7 +265,8 @@ class TaskContext:
             keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
             use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
             log_every_n_steps=opts.log_every_n_steps,
-            gradient_accumulation_steps=opts.gradient_accumulation_steps)
+            gradient_accumulation_steps=opts.gradient_accumulation_steps,
+            optimizer=opts.optimizer)
 
 
 def pad_to_multiple(items: list, batch_size: int, make_padding) -> list:

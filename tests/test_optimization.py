@@ -37,8 +37,9 @@ def _numpy_lr(step, init_lr, total, warmup):
     return decayed
 
 
-def _numpy_reference(params, grads_per_step, init_lr, total, warmup, decayed_names):
-    """The original's update, step by step, in float64 numpy."""
+def _numpy_reference(params, grads_per_step, init_lr, total, warmup, decayed_names,
+                     bias_correction=False):
+    """The original's update (or Adam's bias-corrected one), step by step, in float64 numpy."""
     params = {k: v.astype(np.float64) for k, v in params.items()}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(p) for k, p in params.items()}
@@ -50,15 +51,20 @@ def _numpy_reference(params, grads_per_step, init_lr, total, warmup, decayed_nam
             g = g * scale
             m[k] = 0.9 * m[k] + 0.1 * g
             v[k] = 0.999 * v[k] + 0.001 * g * g
-            update = m[k] / (np.sqrt(v[k]) + 1e-6)
+            if bias_correction:
+                t = step + 1
+                update = (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-6)
+            else:
+                update = m[k] / (np.sqrt(v[k]) + 1e-6)
             if k in decayed_names:
                 update = update + 0.01 * params[k]
             params[k] = params[k] - lr * update
     return params, m, v
 
 
-@pytest.mark.parametrize("use_function", [False, True])
-def test_matches_numpy_reference_step_by_step(use_function):
+@pytest.mark.parametrize("use_function,optimizer_type",
+                         [(False, "adamw"), (True, "adamw"), (True, "adamw_bc")])
+def test_matches_numpy_reference_step_by_step(use_function, optimizer_type):
     rng = np.random.default_rng(7)
     kernel0 = rng.normal(size=(3, 5)).astype(np.float32)
     gamma0 = rng.normal(size=(5,)).astype(np.float32)
@@ -75,7 +81,7 @@ def test_matches_numpy_reference_step_by_step(use_function):
     kernel = tf.Variable(kernel0, name="layer/dense/kernel")
     gamma = tf.Variable(gamma0, name="layer/LayerNorm/gamma")
     variables = {"layer/dense/kernel": kernel, "layer/LayerNorm/gamma": gamma}
-    opt = optimization.create_optimizer(variables, init_lr, total, warmup)
+    opt = optimization.create_optimizer(variables, init_lr, total, warmup, optimizer_type)
     global_step = tf.Variable(0, dtype=tf.int64)
     names = list(variables)
 
@@ -96,11 +102,14 @@ def test_matches_numpy_reference_step_by_step(use_function):
         total,
         warmup,
         decayed_names={"layer/dense/kernel"},
+        bias_correction=optimizer_type == "adamw_bc",
     )
     slots = opt.slot_variables()
-    # float32 against a float64 reference of the same formula.
+    # float32 against a float64 reference of the same formula (bias-corrected steps are larger,
+    # and so is their rounding).
+    tol = 1e-6 if optimizer_type == "adamw" else 1e-5
     for n in names:
-        np.testing.assert_allclose(variables[n].numpy(), want_params[n], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(variables[n].numpy(), want_params[n], rtol=tol, atol=tol)
         np.testing.assert_allclose(slots[n + "/adam_m"].numpy(), want_m[n], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(slots[n + "/adam_v"].numpy(), want_v[n], rtol=1e-5, atol=1e-9)
     assert int(global_step.numpy()) == 7

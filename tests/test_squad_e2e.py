@@ -216,6 +216,18 @@ def test_v2_train_predict_and_predict_from_output_dir(shared_dir, vocab, config_
     assert all(again.values())  # null only when null - best > 1e9: never
     assert all(again[q] == t for q, t in first.items() if t)  # same model, same answers
 
+    # Length-bucketed prediction (each batch padded to its longest window): the same answers
+    # and null odds as full padding.
+    (out / "predictions.json").unlink()
+    null_odds = json.loads((out / "null_odds.json").read_text())
+    check_ok(run_cli(f"--output_dir={out}", "--do_predict=true", f"--predict_file={predict_file}",
+                     "--length_buckets=1", cwd=tmp_path))
+    assert json.loads((out / "predictions.json").read_text()) == first
+    bucketed_odds = json.loads((out / "null_odds.json").read_text())
+    assert list(bucketed_odds) == list(null_odds)
+    np.testing.assert_allclose(list(bucketed_odds.values()), list(null_odds.values()),
+                               atol=1e-4)
+
 
 # -- bad input: one line naming the file (and question), nothing written ------------------------
 def _opts(vocab, config_file, out, **kw):

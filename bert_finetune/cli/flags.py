@@ -102,8 +102,16 @@ def define_runner_flags() -> None:
                              "rounded up to one of 8 bucket lengths, after grouping examples "
                              "by length within windows of N batches of the shuffled stream "
                              "(1: the original batches, less padding; 8 is a good choice). "
-                             "Evaluation and prediction always pad per batch (same outputs) "
-                             "unless shapes must be static (TPU, XLA).")
+                             "bert-classify's evaluation and prediction always pad per batch "
+                             "(same outputs) unless shapes must be static (TPU, XLA); "
+                             "bert-squad pads per batch at prediction only with N > 0.")
+        flags.DEFINE_enum("optimizer", "adamw", ["adamw", "adamw_bc", "lamb"],
+                          "adamw: the original's AdamWeightDecay (Adam without bias "
+                          "correction); adamw_bc: the same with Adam's bias correction (as "
+                          "PyTorch's/Keras' AdamW); lamb: LAMB, for large-batch pretraining.")
+        flags.DEFINE_integer("seed", None,
+                             "Seeds initialisation, dropout and the training shuffle (unset: "
+                             "the original's fixed shuffle, unseeded initialisation).")
         flags.DEFINE_enum("distribution_strategy", "auto",
                           ["auto", "default", "mirrored", "multi_worker", "tpu"],
                           "auto: TPU if --use_tpu, MultiWorkerMirrored if TF_CONFIG names "

@@ -13,7 +13,7 @@ import dataclasses
 
 from absl import flags
 
-from bert_finetune import optimization, pretraining
+from bert_finetune import pretraining
 from bert_finetune.cli import flags as common_flags
 from bert_finetune.cli.common import run_main, run_task
 
@@ -35,9 +35,6 @@ flags.DEFINE_integer("num_train_steps", 100000, "Number of training steps.")
 flags.DEFINE_integer("num_warmup_steps", 10000, "Number of warmup steps.")
 flags.DEFINE_integer("max_eval_steps", 100, "Maximum number of eval steps.")
 common_flags.define_runner_flags()
-flags.DEFINE_enum("optimizer", "adamw", list(optimization.OPTIMIZERS),
-                  "adamw: the original's AdamWeightDecay; lamb: LAMB (layer-wise trust ratios) "
-                  "for large batches, with the same weight-decay exclusions.")
 flags.DEFINE_bool("use_one_hot_embeddings", None,
                   "One-hot matmul embedding lookups (default: on TPU only, as the original).")
 
