@@ -47,3 +47,19 @@ def test_a_command_starts_without_cuda_error_lines_on_this_cpu_only_machine(tmp_
     if "cuInit" not in control_err:
         pytest.skip("this TensorFlow prints no cuInit line here")
     assert "cuInit" not in command_err and "CUDA error" not in command_err, command_err
+
+
+def test_first_import_inside_app_run_is_quiet_too():
+    """bert-convert imports TensorFlow only after its input checks, inside absl's app.run, where
+    the import itself runs TensorFlow's GPU-listing init callback: the probe must cover it."""
+    if devices.nvidia_driver_present():
+        pytest.skip("this machine has an NVIDIA driver")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")}
+    script = ("import sys\nfrom absl import app\nfrom bert_finetune.cli import devices\n"
+              "def main(_):\n    devices.probe_devices()\n    import tensorflow as tf\n"
+              "    tf.constant(1.0)\n    print('ran', file=sys.stderr)\napp.run(main)\n")
+    proc = subprocess.run([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0 and "ran" in proc.stderr, proc.stderr
+    assert "cuInit" not in proc.stderr and "CUDA error" not in proc.stderr, proc.stderr

@@ -12,6 +12,7 @@ import os
 
 from absl import flags
 
+from bert_finetune.cli import devices
 from bert_finetune.cli.common import fail, run_main
 from bert_finetune.convert import convert_hf_to_google
 
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> None:
     problems = _flag_problems()
     if problems:
         fail(PROGRAM, "; ".join(problems))
+    devices.probe_devices()  # before TensorFlow starts: no CUDA error lines on a CPU machine
     summary = convert_hf_to_google(FLAGS.hf_model_dir, FLAGS.output_dir)  # UserError: run_main
     print(f"bert-convert: wrote {summary['num_variables']} variables "
           f"(hidden_act {summary['hidden_act']}) to {summary['init_checkpoint']}")

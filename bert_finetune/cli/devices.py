@@ -47,14 +47,20 @@ def probe_devices() -> list:
 
     Returns the GPUs TensorFlow can use. Does nothing special if the devices were listed before.
     """
-    import tensorflow as tf  # the CLIs import it anyway; keeps this module light for --help
+    def probe() -> list:
+        # Imported here, inside the capture: a first import of TensorFlow inside absl's app.run
+        # (e.g. bert-convert's, after its input checks) runs TensorFlow's GPU-listing init
+        # callback at once. The CLIs import it anyway; this module stays light for --help.
+        import tensorflow as tf
+        return tf.config.list_physical_devices("GPU")
 
     driver, requested = nvidia_driver_present(), gpu_requested()
     if driver or requested:
-        gpus = tf.config.list_physical_devices("GPU")
+        gpus = probe()
     else:
-        gpus = _with_captured_stderr(lambda: tf.config.list_physical_devices("GPU"),
+        gpus = _with_captured_stderr(probe,
                                      lambda text: filter_probe_output(text, driver, requested))
+    import tensorflow as tf
     if driver and not gpus:
         logging.warning("An NVIDIA driver is installed but TensorFlow can use no GPU (see the "
                         "lines above): running on CPU")
