@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -41,9 +42,12 @@ def minilm_weights() -> Path:
     nothing.
     """
     shared = require_shared()
-    proc = subprocess.run(
-        [sys.executable, str(shared / "tools" / "minilm-weights"), str(WEIGHTS_CACHE)],
-        capture_output=True, text=True)
+    WEIGHTS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    # One materialisation at a time: pytest-xdist workers each run this session fixture.
+    with FileLock(str(WEIGHTS_CACHE.parent / "weights.lock")):
+        proc = subprocess.run(
+            [sys.executable, str(shared / "tools" / "minilm-weights"), str(WEIGHTS_CACHE)],
+            capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"minilm-weights failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return WEIGHTS_CACHE
