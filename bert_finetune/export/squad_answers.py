@@ -67,6 +67,9 @@ class ContextPieces:
 
     def __init__(self, pre: BertPreprocessor, context: tf.Tensor):
         tf_text = import_tensorflow_text()
+        # The splitter stops at a NUL byte; U+0001 has its length and, like NUL, is dropped by
+        # BasicTokenizer, so words and offsets stay the original's.
+        context = tf.strings.regex_replace(context, "\\x00", "\x01")
         words, wbeg, wend = tf_text.regex_split_with_offsets(context, CONTEXT_WHITESPACE)
         row_ctx = tf.gather(context, words.value_rowids())
         self.word_begin = _dense(words.with_flat_values(
