@@ -430,7 +430,7 @@ def answer_records(predictor: SquadPredictor, examples: Iterable[dict],
                    batch_size: int = 32) -> Iterator[dict]:
     """Yields one result per {"question", "context"[, "id"]} example, `batch_size` at a time:
     {["id",] "question", "answer", "score", "probability", "answer_start", "answer_end",
-    "truncated"[, "null_score_diff"]} (see export/squad_serving.py for their meaning)."""
+    "num_windows"[, "null_score_diff"]} (see export/squad_serving.py for their meaning)."""
     for batch in _batches(examples, batch_size):
         out = predictor.answer([e["question"] for e in batch], [e["context"] for e in batch])
         for i, example in enumerate(batch):
@@ -442,7 +442,7 @@ def answer_records(predictor: SquadPredictor, examples: Iterable[dict],
                     record[key] = float(out[key][i])
             record["answer_start"] = int(out["answer_start"][i])
             record["answer_end"] = int(out["answer_end"][i])
-            record["truncated"] = bool(out["truncated"][i])
+            record["num_windows"] = int(out["num_windows"][i])
             yield record
 
 

@@ -4,11 +4,13 @@ No model here: contexts chosen to hit every branch of `get_final_text` (word-int
 punctuation, accents, case, whitespace runs, CJK, Hangul that NFD lengthens, words over 200
 characters, control characters, [UNK]s, a text that occurs twice in its words) plus real SQuAD
 paragraphs, packed by the graph and by `convert_examples_to_features`, then:
-- the packed features are identical;
+- the packed features (every window, at one window per context and at many) and the
+  max-context flags are identical;
 - the text of EVERY span (start <= end < start + 30) equals `_TextMapper` (the original's
   get_final_text on the span), and context[answer_start:answer_end] is that text;
-- on random logits (rounded, so that ties occur), the answer, its probability and SQuAD 2.0's
-  null score diff equal `compute_predictions`' predictions.json / nbest / null_odds.
+- on random logits (rounded, so that ties occur), over all windows, the answer, its
+  probability and SQuAD 2.0's null score diff equal `compute_predictions`' predictions.json /
+  nbest / null_odds.
 """
 
 from __future__ import annotations
@@ -60,38 +62,55 @@ def squad_paragraphs(shared_dir, n: int) -> tuple[list[str], list[str]]:
 
 
 class Windows:
-    """The same examples packed by bert-squad (Python) and by the graph (one window each)."""
+    """The same examples packed by bert-squad (Python) and by the graph."""
 
-    def __init__(self, vocab: str, lower: bool, contexts: list[str], questions: list[str]):
-        self.contexts, self.lower = contexts, lower
+    def __init__(self, vocab: str, lower: bool, contexts: list[str], questions: list[str],
+                 seq: int, stride: int):
+        self.contexts, self.lower, self.seq = contexts, lower, seq
         tokenizer = FullTokenizer(vocab, lower)
         self.examples = [squad_data.SquadExample(str(i), q, squad_data.split_context(c)[0])
                          for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
         self.features: list = []
         squad_features.convert_examples_to_features(
-            self.examples, tokenizer, SEQ, 128, QUERY, False, self.features.append)
-        assert len(self.features) == len(self.examples)  # one window each
-        self.pre = BertPreprocessor(vocab, lower, SEQ)
+            self.examples, tokenizer, seq, stride, QUERY, False, self.features.append)
+        self.pre = BertPreprocessor(vocab, lower, seq)
         self.context = tf.constant(contexts)
         self.ctx = squad_answers.ContextPieces(self.pre, self.context)
-        self.packed, offset, length = squad_answers.pack_window(
-            self.pre, tf.constant(questions), self.ctx, QUERY)
-        self.offset, self.length = offset.numpy(), length.numpy()
+        self.windows = squad_answers.pack_windows(self.pre, tf.constant(questions), self.ctx,
+                                                  QUERY, stride)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
+# (casing, max_seq_length, doc_stride): one window per example, or many (a long context
+# at 40 is cut every 8 pieces).
+LAYOUTS = {"uncased": (True, SEQ, 128), "cased": (False, SEQ, 128),
+           "uncased-windows": (True, 40, 8)}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def windows(request, minilm_hf, shared_dir) -> Windows:
     contexts, questions = squad_paragraphs(shared_dir, 6)
-    return Windows(str(minilm_hf / "vocab.txt"), request.param, CONTEXTS + contexts,
-                   QUESTIONS + questions)
+    lower, seq, stride = LAYOUTS[request.param]
+    return Windows(str(minilm_hf / "vocab.txt"), lower, CONTEXTS + contexts,
+                   QUESTIONS + questions, seq, stride)
 
 
 def test_features_equal_bert_squad(windows):
+    w, features = windows.windows, windows.features
     for name in ("input_ids", "input_mask", "segment_ids"):
-        want = np.array([getattr(f, name) for f in windows.features])
-        np.testing.assert_array_equal(windows.packed[name].numpy(), want, err_msg=name)
-    assert list(windows.offset) == [f.doc_offset for f in windows.features]
-    assert list(windows.length) == [f.doc_length for f in windows.features]
+        want = np.array([getattr(f, name) for f in features])
+        np.testing.assert_array_equal(w.features[name].numpy(), want, err_msg=name)
+    assert list(w.row.numpy()) == [f.example_index for f in features]
+    assert list(w.index.numpy()) == [f.doc_span_index for f in features]
+    assert list(w.doc_start.numpy()) == [f.doc_start for f in features]
+    assert list(w.doc_offset.numpy()) == [f.doc_offset for f in features]
+    assert list(w.doc_length.numpy()) == [f.doc_length for f in features]
+    max_context = w.max_context.numpy()
+    for i, f in enumerate(features):
+        want = np.zeros([windows.seq], bool)
+        want[f.doc_offset:f.doc_offset + f.doc_length] = f.max_context
+        np.testing.assert_array_equal(max_context[i], want, err_msg=str(i))
+    if windows.seq < SEQ:
+        assert max(w.num_windows.numpy()) > 10
 
 
 def _normalised(text: str) -> str:
@@ -99,6 +118,9 @@ def _normalised(text: str) -> str:
 
 
 def test_every_span_text_equals_get_final_text(windows):
+    if windows.seq < SEQ:
+        pytest.skip("span texts do not depend on the windows: checked on one window each")
+    assert len(windows.features) == len(windows.examples)
     mapper = post._TextMapper(windows.lower, False)
     spans = [[(s, e) for s in range(f.doc_length) for e in range(s, min(s + 30, f.doc_length))]
              for f in windows.features]
@@ -128,15 +150,18 @@ def test_every_span_text_equals_get_final_text(windows):
 @pytest.mark.parametrize("n_best, max_len", [(20, 30), (3, 4)])
 def test_answers_equal_compute_predictions(windows, v2, n_best, max_len):
     rng = np.random.default_rng(7)
-    b = len(windows.features)
+    shape = [len(windows.features), windows.seq]
     # Rounded to 0.5: many equal scores, so the tie order is tested too.
-    start = np.round(rng.normal(0, 2, [b, SEQ]) * 2).astype(np.float32) / 2
-    end = np.round(rng.normal(0, 2, [b, SEQ]) * 2).astype(np.float32) / 2
-    threshold = -1.0
+    start = np.round(rng.normal(0, 2, shape) * 2).astype(np.float32) / 2
+    end = np.round(rng.normal(0, 2, shape) * 2).astype(np.float32) / 2
+    threshold = 0.0
+    if v2:  # the median null score diff: both outcomes occur
+        odds = post.compute_predictions(windows.examples, windows.features, start, end, n_best,
+                                        max_len, windows.lower, v2).null_odds
+        threshold = float(np.median(list(odds.values())))
     out = squad_answers.best_answers(
-        windows.ctx, windows.context, tf.constant(start), tf.constant(end),
-        tf.constant(windows.offset), tf.constant(windows.length), n_best, max_len, v2,
-        threshold)
+        windows.ctx, windows.context, windows.windows, tf.constant(start), tf.constant(end),
+        n_best, max_len, v2, threshold)
     out = {k: v.numpy() for k, v in out.items()}
     want = post.compute_predictions(windows.examples, windows.features, start, end, n_best,
                                     max_len, windows.lower, v2, threshold)
@@ -167,10 +192,10 @@ def test_empty_and_whitespace_contexts(minilm_hf):
     w = BertPreprocessor(str(minilm_hf / "vocab.txt"), True, 32)
     context = tf.constant(["", "  \n ", "\u200b"])
     ctx = squad_answers.ContextPieces(w, context)
-    _, offset, length = squad_answers.pack_window(w, tf.constant(["q?", "", "why"]), ctx, 8)
+    windows = squad_answers.pack_windows(w, tf.constant(["q?", "", "why"]), ctx, 8, 4)
+    assert list(windows.num_windows.numpy()) == [1, 1, 1]
     logits = tf.zeros([3, 32])
     for v2, answer in ((False, b"empty"), (True, b"")):
-        out = squad_answers.best_answers(ctx, context, logits, logits, offset, length, 20, 30,
-                                         v2, 0.0)
+        out = squad_answers.best_answers(ctx, context, windows, logits, logits, 20, 30, v2, 0.0)
         assert list(out["answer"].numpy()) == [answer] * 3
         assert list(out["answer_start"].numpy()) == [-1] * 3

@@ -1,15 +1,17 @@
 """bert-squad's answer selection as TensorFlow ops: (question, context) strings -> answer text.
 
 The serving graph of a bert-squad model (export/squad_serving.py) does, for each question and
-context, what `bert-squad --do_predict` does for one window:
+context, what `bert-squad --do_predict` does:
 
   context -> whitespace words (run_squad.py's splitter: " \\t\\r\\n" and U+202F) -> each word's
   BasicTokenizer tokens -> their word pieces (FullTokenizer's ids, per word as the original)
-  -> `[CLS] question[:max_query_length] [SEP] context pieces [SEP]`, the context cut to fit
-  -> start/end logits -> the n_best_size best starts and ends paired, a pair kept when both lie
-  in the context, end >= start and the span has at most max_answer_length pieces -> ranked by
-  start + end logit (float64, ties in the original's build order) -> `get_final_text` of each
-  -> the n-best list (distinct texts; SQuAD 2.0: the null answer too) -> its softmax.
+  -> windows `[CLS] question[:max_query_length] [SEP] context pieces [SEP]`, a long context
+  cut every doc_stride pieces, each piece's max-context window marked -> start/end logits ->
+  per window the n_best_size best starts and ends paired, a pair kept when both lie in the
+  context, the start has its max context there, end >= start and the span has at most
+  max_answer_length pieces -> ranked over all windows by start + end logit (float64, ties in
+  the original's build order) -> `get_final_text` of each -> the n-best list (distinct texts;
+  SQuAD 2.0: the null answer of the window with the smallest one too) -> its softmax.
 
 `get_final_text` is reproduced exactly, on character positions instead of strings: the
 prediction's text is a stretch of the words' BasicTokenizer text (its pieces joined), its first
@@ -18,11 +20,14 @@ space-free character alignment, and where the original gave up (a piece is [UNK]
 tokenizer changed the number of characters, e.g. Hangul decomposed by NFD) the answer is the
 whole words, as there.
 
-Shape legend: B = batch, T = max_seq_length, W = words, J = BasicTokenizer tokens, D = context
-pieces, K = n-best starts (or ends) per window, C = candidate spans (K * K, + 1 null).
+Shape legend: B = batch, N = windows of the batch, T = max_seq_length, W = words, J =
+BasicTokenizer tokens, D = context pieces, K = n-best starts (or ends) per window, C = candidate
+spans of an example (windows * K * K, + 1 null).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import tensorflow as tf
 
@@ -200,59 +205,138 @@ def span_texts(ctx: ContextPieces, context: tf.Tensor, start: tf.Tensor, end: tf
     return text, begin, end
 
 
-def pack_window(pre: BertPreprocessor, question: tf.Tensor, ctx: ContextPieces,
-                max_query_length: int) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
-    """The first window of each example, as bert-squad builds it.
+@dataclasses.dataclass
+class WindowBatch:
+    """bert-squad's windows (doc spans) of a batch of examples, flattened: N windows in all.
 
-    Returns (features [B, T] int32, doc_offset [B] (position of the first context piece),
-    doc_length [B] (context pieces in the window)).
+    Window i is example `row[i]`'s window number `index[i]`; its context pieces are
+    `doc_start[i] ..` (`doc_length[i]` of them) at positions `doc_offset[i] ..` of its features.
+    `max_context[i, t]` says whether the piece at position t has its maximum context there.
     """
+
+    features: dict[str, tf.Tensor]  # [N, T] int32
+    row: tf.Tensor  # [N] int64
+    index: tf.Tensor  # [N]
+    doc_start: tf.Tensor  # [N]
+    doc_offset: tf.Tensor  # [N]
+    doc_length: tf.Tensor  # [N]
+    max_context: tf.Tensor  # [N, T] bool
+    num_windows: tf.Tensor  # [B]
+
+
+def pack_windows(pre: BertPreprocessor, question: tf.Tensor, ctx: ContextPieces,
+                 max_query_length: int, doc_stride: int) -> WindowBatch:
+    """Every window of each example, as `convert_examples_to_features` builds them.
+
+    A context longer than the room the question leaves is cut into windows of that many pieces,
+    each `doc_stride` pieces after the previous one (the last one ends with the context). An
+    empty context gets one empty window (the original made none and crashed).
+    """
+    seq_len = pre.seq_len
     query = pre.tokenize(question)[:, :max_query_length]  # [B, (Q)]
-    doc_offset = query.row_lengths() + 2
-    doc_length = tf.minimum(ctx.num_pieces, pre.seq_len - doc_offset - 1)
-    position = tf.ragged.range(ctx.num_pieces)  # [B, (D)]
-    doc = tf.ragged.boolean_mask(ctx.ids, position < doc_length[:, tf.newaxis])  # [B, (D')]
-    return pack_inputs(query, doc, pre.seq_len, pre.cls_id, pre.sep_id), doc_offset, doc_length
+    query_len = query.row_lengths()
+    room = seq_len - query_len - 3  # [B] pieces a window holds (>= 1: run record checked)
+    step = tf.minimum(room, doc_stride)
+    total = ctx.num_pieces
+    over = tf.maximum(total - room, 0)
+    num = 1 + (over + step - 1) // step  # [B]
+    batch = tf.shape(num, out_type=tf.int64)[0]
+    row = tf.repeat(tf.range(batch), num)  # [N]
+    index = tf.ragged.range(num).flat_values
+    doc_start = index * tf.gather(step, row)
+    doc_length = tf.maximum(tf.minimum(tf.gather(total, row) - doc_start, tf.gather(room, row)),
+                            0)
+    positions = tf.ragged.range(doc_start, doc_start + doc_length)  # [N, (L)] in the context
+    flat = positions + tf.gather(ctx.ids.row_starts(), row)[:, tf.newaxis]
+    doc = tf.gather(ctx.ids.flat_values, flat)  # [N, (L)] ids
+    features = pack_inputs(tf.gather(query, row), doc, seq_len, pre.cls_id, pre.sep_id)
+    doc_offset = tf.gather(query_len, row) + 2
+
+    # `_check_is_max_context`: each piece's best window, min(left, right context) + 0.01 *
+    # length (float64 as the original's Python floats), the first one on ties.
+    by_row = lambda x, default: tf.RaggedTensor.from_value_rowids(  # noqa: E731
+        x, row, batch).to_tensor(default_value=default)  # [B, Wmax]
+    starts, lengths = by_row(doc_start, 0), by_row(doc_length, 0)
+    piece = tf.range(tf.reduce_max(total) + 1)[tf.newaxis, :, tf.newaxis]  # [1, D+1, 1]
+    first, length = starts[:, tf.newaxis, :], lengths[:, tf.newaxis, :]  # [B, 1, Wmax]
+    last = first + length - 1
+    inside = (piece >= first) & (piece <= last)  # [B, D+1, Wmax]
+    score = tf.cast(tf.minimum(piece - first, last - piece), tf.float64) + 0.01 * tf.cast(
+        length, tf.float64)
+    score = tf.where(inside, score, -float("inf"))
+    best_score = tf.reduce_max(score, axis=2, keepdims=True)
+    window_ids = tf.range(tf.shape(score, out_type=tf.int64)[2])
+    best = tf.reduce_min(tf.where(inside & tf.equal(score, best_score), window_ids, _BIG),
+                         axis=2)  # [B, D+1]
+    t = tf.range(seq_len, dtype=tf.int64)[tf.newaxis, :]  # window positions [1, T]
+    in_doc = t - doc_offset[:, tf.newaxis]  # [N, T] piece number within the window
+    in_window = (in_doc >= 0) & (in_doc < doc_length[:, tf.newaxis])
+    best_here = _batch_gather(tf.gather(best, row), doc_start[:, tf.newaxis] + in_doc)
+    max_context = in_window & tf.equal(best_here, index[:, tf.newaxis])
+    return WindowBatch(features, row, index, doc_start, doc_offset, doc_length, max_context,
+                       num)
 
 
-def best_answers(ctx: ContextPieces, context: tf.Tensor, start_logits: tf.Tensor,
-                 end_logits: tf.Tensor, doc_offset: tf.Tensor, doc_length: tf.Tensor,
-                 n_best_size: int, max_answer_length: int, version_2_with_negative: bool,
+def best_answers(ctx: ContextPieces, context: tf.Tensor, windows: WindowBatch,
+                 start_logits: tf.Tensor, end_logits: tf.Tensor, n_best_size: int,
+                 max_answer_length: int, version_2_with_negative: bool,
                  null_score_diff_threshold: float) -> dict[str, tf.Tensor]:
-    """predictions.json's answer of each example (one window), with its n-best probability.
+    """predictions.json's answer of each example (over all its windows), with its n-best
+    probability.
 
-    start_logits, end_logits: [B, T] float32. Returns answer [B] string, score [B] (start +
-    end logit of the answer; SQuAD 2.0's "" answer: the null score), probability [B] (its
-    entry's in nbest_predictions.json), answer_start / answer_end [B] int64 (characters of the
-    context, -1 when there is no span) and, for SQuAD 2.0, null_score_diff [B] (null_odds.json).
+    start_logits, end_logits: [N, T] float32, row i <-> window i. Returns answer [B] string,
+    score [B] (start + end logit of the answer; SQuAD 2.0's "" answer: the null score),
+    probability [B] (its entry's in nbest_predictions.json), answer_start / answer_end [B]
+    int64 (characters of the context, -1 when there is no span) and, for SQuAD 2.0,
+    null_score_diff [B] (null_odds.json).
     """
+    w = windows
     seq_len = tf.shape(start_logits)[1]
     k = tf.minimum(n_best_size, seq_len)
-    s_idx = tf.cast(tf.math.top_k(start_logits, k).indices, tf.int64)  # [B, K] lower index
+    s_idx = tf.cast(tf.math.top_k(start_logits, k).indices, tf.int64)  # [N, K] lower index
     e_idx = tf.cast(tf.math.top_k(end_logits, k).indices, tf.int64)  # first on ties
-    lo = doc_offset[:, tf.newaxis]
-    hi = lo + doc_length[:, tf.newaxis]
-    ok_s = (s_idx >= lo) & (s_idx < hi)
+    lo = w.doc_offset[:, tf.newaxis]
+    hi = lo + w.doc_length[:, tf.newaxis]
+    ok_s = (s_idx >= lo) & (s_idx < hi) & _batch_gather(w.max_context, s_idx)
     ok_e = (e_idx >= lo) & (e_idx < hi)
-    length = e_idx[:, tf.newaxis, :] - s_idx[:, :, tf.newaxis] + 1  # [B, K(start), K(end)]
+    length = e_idx[:, tf.newaxis, :] - s_idx[:, :, tf.newaxis] + 1  # [N, K(start), K(end)]
     ok = ok_s[:, :, tf.newaxis] & ok_e[:, tf.newaxis, :] & (length >= 1) & (
         length <= max_answer_length)
     sl64 = tf.cast(start_logits, tf.float64)
     el64 = tf.cast(end_logits, tf.float64)
-    batch = tf.shape(s_idx)[0]
-    starts = tf.reshape(tf.broadcast_to(s_idx[:, :, tf.newaxis], tf.shape(ok)), [batch, -1])
-    ends = tf.reshape(tf.broadcast_to(e_idx[:, tf.newaxis, :], tf.shape(ok)), [batch, -1])
-    valid = tf.reshape(ok, [batch, -1])  # [B, C] in the original's build order
-    s_logit = _batch_gather(sl64, starts)
-    e_logit = _batch_gather(el64, ends)
+    nwin = tf.shape(s_idx)[0]
+    s_pos = tf.reshape(tf.broadcast_to(s_idx[:, :, tf.newaxis], tf.shape(ok)), [nwin, -1])
+    e_pos = tf.reshape(tf.broadcast_to(e_idx[:, tf.newaxis, :], tf.shape(ok)), [nwin, -1])
+    to_doc = (w.doc_start - w.doc_offset)[:, tf.newaxis]  # window position -> context piece
+    batch = tf.shape(w.num_windows, out_type=tf.int64)[0]
+
+    def per_example(x: tf.Tensor, default) -> tf.Tensor:
+        """[N, KK] per window -> [B, Wmax * KK], windows in order (the original's order)."""
+        dense = tf.RaggedTensor.from_value_rowids(x, w.row, batch).to_tensor(
+            default_value=default)  # [B, Wmax, KK]
+        return tf.reshape(dense, [batch, -1])
+
+    starts = per_example(s_pos + to_doc, 0)  # [B, C] context pieces
+    ends = per_example(e_pos + to_doc, 0)
+    valid = per_example(tf.reshape(ok, [nwin, -1]), False)
+    s_logit = per_example(_batch_gather(sl64, s_pos), 0.0)
+    e_logit = per_example(_batch_gather(el64, e_pos), 0.0)
     is_null = tf.zeros_like(valid)
-    if version_2_with_negative:  # the null answer, added after the spans
+    if version_2_with_negative:
+        # The null answer: the window with the smallest [CLS] score (the first on ties),
+        # added after the spans.
+        null = tf.RaggedTensor.from_value_rowids(sl64[:, 0] + el64[:, 0], w.row, batch)
+        null = null.to_tensor(default_value=float("inf"))  # [B, Wmax]
+        low = tf.reduce_min(null, axis=1, keepdims=True)
+        at = tf.argmax(tf.cast(tf.equal(null, low), tf.int32), axis=1)  # first minimum
+        first_window = tf.gather(tf.math.cumsum(w.num_windows, exclusive=True), tf.range(batch))
+        win = first_window + at  # [B] window of the null answer
         zero = tf.zeros([batch, 1], tf.int64)
         starts, ends = tf.concat([starts, zero], 1), tf.concat([ends, zero], 1)
         valid = tf.concat([valid, tf.ones([batch, 1], tf.bool)], 1)
         is_null = tf.concat([is_null, tf.ones([batch, 1], tf.bool)], 1)
-        s_logit = tf.concat([s_logit, sl64[:, :1]], 1)
-        e_logit = tf.concat([e_logit, el64[:, :1]], 1)
+        s_logit = tf.concat([s_logit, tf.gather(sl64[:, 0], win)[:, tf.newaxis]], 1)
+        e_logit = tf.concat([e_logit, tf.gather(el64[:, 0], win)[:, tf.newaxis]], 1)
     score = s_logit + e_logit
     num = tf.shape(score)[1]
     # A stable ranking by score: top_k puts the lower (earlier built) index first on ties.
@@ -261,14 +345,19 @@ def best_answers(ctx: ContextPieces, context: tf.Tensor, start_logits: tf.Tensor
         _batch_gather(x, order) for x in (starts, ends, valid, is_null, s_logit, e_logit, score))
 
     span = valid & ~is_null
-    safe = lambda x: tf.where(span, x - lo, 0)  # noqa: E731  (piece index in the context)
+    safe = lambda x: tf.where(span, x, 0)  # noqa: E731  (piece index in the context)
     text, begin, end = span_texts(ctx, context, safe(starts), safe(ends))
     text = tf.where(span, text, "")
-    # The n-best walk: distinct texts in rank order, the first n_best_size of them.
-    same = tf.equal(text[:, :, tf.newaxis], text[:, tf.newaxis, :]) & span[:, :, tf.newaxis] \
-        & span[:, tf.newaxis, :]
-    earlier = tf.range(num)[tf.newaxis, :] < tf.range(num)[:, tf.newaxis]  # [i, j]: j < i
-    repeated = tf.reduce_any(same & earlier, axis=2)
+    # The n-best walk: distinct texts in rank order, the first n_best_size of them. A text
+    # seen at a better rank is found by sorting on the text's hash (stable: rank order within
+    # a hash) and comparing neighbours' texts: O(C log C) instead of all C * C pairs.
+    key = tf.where(span, tf.strings.to_hash_bucket_fast(text, 2 ** 62),
+                   -1 - tf.range(num, dtype=tf.int64)[tf.newaxis, :])  # non-spans never match
+    by_key = tf.argsort(key, axis=1, stable=True)
+    sorted_key, sorted_text = _batch_gather(key, by_key), _batch_gather(text, by_key)
+    again = (sorted_key[:, 1:] == sorted_key[:, :-1]) & (sorted_text[:, 1:] == sorted_text[:, :-1])
+    again = tf.pad(again, [[0, 0], [1, 0]])
+    repeated = _batch_gather(again, tf.argsort(by_key, axis=1, stable=True))  # back to rank order
     kept = valid & ~repeated
     rank = tf.math.cumsum(tf.cast(kept, tf.int32), axis=1, exclusive=True)
     in_nbest = kept & (rank < n_best_size)

@@ -9,15 +9,15 @@ with two signatures (B = batch, T = the run's max_seq_length):
 
   serving_default  question [B], context [B] tf.string
                    -> answer [B] tf.string, score [B] float32, probability [B] float32,
-                      answer_start [B], answer_end [B] int64, truncated [B] bool
+                      answer_start [B], answer_end [B], num_windows [B] int64
                       (+ null_score_diff [B] float32 for a SQuAD 2.0 run)
   serve_ids        input_ids, input_mask, segment_ids [B, T'] int32
                    -> start_logits, end_logits [B, T'] float32
 
-The run's max_seq_length, max_query_length, n_best_size, max_answer_length, casing,
-version_2_with_negative and null_score_diff_threshold are built in. What the answer is, and its
-limits (one window: a context longer than the window is cut), are in export/squad_answers.py
-and the README.
+The run's max_seq_length, doc_stride, max_query_length, n_best_size, max_answer_length,
+casing, version_2_with_negative and null_score_diff_threshold are built in: a long context is
+cut into the same windows as bert-squad cuts it, and the answer is predictions.json's (see
+export/squad_answers.py and the README).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import tensorflow as tf
 from bert_finetune.export import publish
 from bert_finetune.export.run_dir import SquadRunRecord, load_squad_run
 from bert_finetune.export.serving import SERVE_IDS, SERVING_DEFAULT, ids_signature
-from bert_finetune.export.squad_answers import ContextPieces, best_answers, pack_window
+from bert_finetune.export.squad_answers import ContextPieces, best_answers, pack_windows
 from bert_finetune.export.text_preprocessing import BertPreprocessor
 
 TASK = "squad"
@@ -53,13 +53,13 @@ class SquadServer(tf.Module):
         question = tf.strings.unicode_transcode(question, "UTF-8", "UTF-8", errors="ignore")
         context = tf.strings.unicode_transcode(context, "UTF-8", "UTF-8", errors="ignore")
         ctx = ContextPieces(self.preprocessor, context)
-        features, doc_offset, doc_length = pack_window(self.preprocessor, question, ctx,
-                                                       r.max_query_length)
-        start_logits, end_logits = self.model.logits(features, training=False)
-        out = best_answers(ctx, context, start_logits, end_logits, doc_offset, doc_length,
-                           r.n_best_size, r.max_answer_length, r.version_2_with_negative,
+        windows = pack_windows(self.preprocessor, question, ctx, r.max_query_length,
+                               r.doc_stride)
+        start_logits, end_logits = self.model.logits(windows.features, training=False)
+        out = best_answers(ctx, context, windows, start_logits, end_logits, r.n_best_size,
+                           r.max_answer_length, r.version_2_with_negative,
                            r.null_score_diff_threshold)
-        out["truncated"] = ctx.num_pieces > doc_length
+        out["num_windows"] = windows.num_windows
         return out
 
     def _logits(self, input_ids, input_mask, segment_ids) -> dict[str, tf.Tensor]:
@@ -82,7 +82,7 @@ def export_info(record: SquadRunRecord) -> dict:
              "max_answer_length", "version_2_with_negative", "null_score_diff_threshold",
              "do_lower_case")
     info = {name: getattr(record, name) for name in names}
-    info.update(format="saved_model", task=TASK, windows=1,
+    info.update(format="saved_model", task=TASK,
                 checkpoint=os.path.basename(record.checkpoint))
     return info
 
