@@ -329,8 +329,7 @@ def best_answers(ctx: ContextPieces, context: tf.Tensor, windows: WindowBatch,
         null = null.to_tensor(default_value=float("inf"))  # [B, Wmax]
         low = tf.reduce_min(null, axis=1, keepdims=True)
         at = tf.argmax(tf.cast(tf.equal(null, low), tf.int32), axis=1)  # first minimum
-        first_window = tf.gather(tf.math.cumsum(w.num_windows, exclusive=True), tf.range(batch))
-        win = first_window + at  # [B] window of the null answer
+        win = tf.math.cumsum(w.num_windows, exclusive=True) + at  # [B] its window
         zero = tf.zeros([batch, 1], tf.int64)
         starts, ends = tf.concat([starts, zero], 1), tf.concat([ends, zero], 1)
         valid = tf.concat([valid, tf.ones([batch, 1], tf.bool)], 1)
