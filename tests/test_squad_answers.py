@@ -86,12 +86,27 @@ LAYOUTS = {"uncased": (True, SEQ, 128), "cased": (False, SEQ, 128),
            "uncased-windows": (True, 40, 8)}
 
 
+_BUILT: dict[str, Windows] = {}
+
+
+def _layout(name: str, minilm_hf, shared_dir) -> Windows:
+    if name not in _BUILT:
+        contexts, questions = squad_paragraphs(shared_dir, 6)
+        lower, seq, stride = LAYOUTS[name]
+        _BUILT[name] = Windows(str(minilm_hf / "vocab.txt"), lower, CONTEXTS + contexts,
+                               QUESTIONS + questions, seq, stride)
+    return _BUILT[name]
+
+
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
 def windows(request, minilm_hf, shared_dir) -> Windows:
-    contexts, questions = squad_paragraphs(shared_dir, 6)
-    lower, seq, stride = LAYOUTS[request.param]
-    return Windows(str(minilm_hf / "vocab.txt"), lower, CONTEXTS + contexts,
-                   QUESTIONS + questions, seq, stride)
+    return _layout(request.param, minilm_hf, shared_dir)
+
+
+@pytest.fixture(scope="module", params=["cased", "uncased"])
+def one_window(request, minilm_hf, shared_dir) -> Windows:
+    """Span texts do not depend on the windows: checked on one window per context."""
+    return _layout(request.param, minilm_hf, shared_dir)
 
 
 def test_features_equal_bert_squad(windows):
@@ -117,9 +132,8 @@ def _normalised(text: str) -> str:
     return re.sub("[ \t\r\n\u202f]+", " ", text)
 
 
-def test_every_span_text_equals_get_final_text(windows):
-    if windows.seq < SEQ:
-        pytest.skip("span texts do not depend on the windows: checked on one window each")
+def test_every_span_text_equals_get_final_text(one_window):
+    windows = one_window
     assert len(windows.features) == len(windows.examples)
     mapper = post._TextMapper(windows.lower, False)
     spans = [[(s, e) for s in range(f.doc_length) for e in range(s, min(s + 30, f.doc_length))]
