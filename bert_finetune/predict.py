@@ -1,4 +1,4 @@
-"""Predicting with a fine-tuned classifier: load once, answer many inputs in batches.
+"""Predicting with a fine-tuned model: load once, answer many inputs in batches.
 
 The library behind `bert-predict`. `load_model(path, backend)` opens, once, any of:
   - a bert-classify output directory (run_flags.json + model.ckpt-N): TensorFlow, features packed
@@ -7,8 +7,11 @@ The library behind `bert-predict`. `load_model(path, backend)` opens, once, any 
     versions, newest taken): TensorFlow, raw strings through `serving_default`;
   - a `--format=onnx` export (model.onnx): ONNX Runtime, features packed in Python;
   - a `--format=tflite` export (model.tflite): the TFLite interpreter, features packed in Python.
+  - a bert-squad output directory or its `bert-export --squad` SavedModel: TensorFlow, the
+    export's graph (in-graph tokenization and answer selection) either way.
 Each logs exactly one "Loaded ..." line. `Predictor.predict(text_a, text_b)` returns class
 probabilities [B, C] (or regression values [B]); `predict_records` streams result dicts.
+`SquadPredictor.answer(questions, contexts)` returns the answers; `answer_records` streams them.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class ModelInfo:
     is_regression: bool
     sentence_pair: bool
     max_seq_length: int | None = None
+    task: str = "classify"  # or "squad" (question answering)
 
 
 class Predictor:
@@ -56,6 +60,9 @@ class Predictor:
 
     def predict(self, text_a: Sequence[str], text_b: Sequence[str] | None = None) -> np.ndarray:
         """Probabilities [B, C] float32 (regression: predictions [B]) for B inputs."""
+        if self.info.task == "squad":
+            raise UserError(f"{self.info.path} is a bert-squad model: give a question and a "
+                            "context, not texts to classify")
         text_a = _check_texts(text_a, "text_a")
         if text_b is not None:
             text_b = _check_texts(text_b, "text_b")
@@ -216,6 +223,46 @@ class TFLitePredictor(_IdsPredictor):
                               self.info.is_regression)
 
 
+class SquadPredictor(Predictor):
+    """A bert-squad model: its `bert-export --squad` SavedModel, or its output directory (the
+    same serving graph, built in memory). `answer` runs the graph's serving_default."""
+
+    def __init__(self, path: str, saved_model: bool):
+        import tensorflow as tf
+
+        from bert_finetune.export.text_preprocessing import import_tensorflow_text
+
+        import_tensorflow_text()  # registers the tokenizer's ops before the graph loads
+        self._tf = tf
+        if saved_model:
+            self._loaded = tf.saved_model.load(path)  # keeps the variables alive
+            self._fn = self._loaded.signatures["serving_default"]
+            info = _read_info(os.path.join(path, "assets"))
+            seq = info.get("max_seq_length")
+        else:
+            from bert_finetune.export import run_dir as run_dir_lib
+            from bert_finetune.export import squad_serving
+
+            record = run_dir_lib.load_squad_run(path)
+            self._loaded = squad_serving.SquadServer(record, record.build_model())
+            self._fn = self._loaded.signatures()["serving_default"]
+            seq = record.max_seq_length
+        self.info = ModelInfo(path, "tensorflow", [], False, True, seq, task="squad")
+
+    def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> dict[str, np.ndarray]:
+        """serving_default's outputs ([B] arrays; strings decoded) for B (question, context)."""
+        questions = _check_texts(questions, "question")
+        contexts = _check_texts(contexts, "context")
+        if len(questions) != len(contexts):
+            raise UserError(f"{len(questions)} questions but {len(contexts)} contexts")
+        tf = self._tf
+        out = self._fn(question=tf.constant(questions, tf.string),
+                       context=tf.constant(contexts, tf.string))
+        out = {k: v.numpy() for k, v in out.items()}
+        out["answer"] = np.array([a.decode("utf-8") for a in out["answer"]], object)
+        return out
+
+
 def _read_info(directory: str) -> dict:
     path = os.path.join(directory, EXPORT_INFO)
     try:
@@ -252,6 +299,7 @@ def load_model(path: str, backend: str = "auto") -> Predictor:
     has_onnx = fileio.is_file(os.path.join(path, ONNX_FILE))
     has_tflite = fileio.is_file(os.path.join(path, TFLITE_FILE))
     is_run = fileio.is_file(os.path.join(path, classify.RUN_FLAGS_FILE))
+    squad = _is_squad(path, saved, is_run)
     kinds = {"onnxruntime": has_onnx, "tflite": has_tflite,
              "tensorflow": bool(saved) or is_run}
     if backend == "auto":
@@ -264,8 +312,13 @@ def load_model(path: str, backend: str = "auto") -> Predictor:
                   "tflite": f"{TFLITE_FILE} (bert-export --format=tflite)",
                   "tensorflow": "a SavedModel or a bert-classify output directory"}[backend]
         raise UserError(f"--model={path} has no {wanted} for --backend={backend}")
-    if backend == "onnxruntime":
-        predictor: Predictor = OnnxPredictor(path)
+    if squad and backend != "tensorflow":
+        raise UserError(f"--model={path} is a bert-squad model: it runs on --backend=tensorflow "
+                        "only")
+    if squad:
+        predictor: Predictor = SquadPredictor(saved or path, saved_model=bool(saved))
+    elif backend == "onnxruntime":
+        predictor = OnnxPredictor(path)
     elif backend == "tflite":
         predictor = TFLitePredictor(path)
     elif saved:
@@ -273,10 +326,27 @@ def load_model(path: str, backend: str = "auto") -> Predictor:
     else:
         predictor = RunDirPredictor(path)
     info = predictor.info
-    logging.info("Loaded model %s (%s, %s, %d labels) in %.1f s", info.path, info.backend,
-                 "sentence pairs" if info.sentence_pair else "single sentences",
-                 len(info.label_list), time.time() - start)
+    if info.task == "squad":
+        what = "question answering"
+    else:
+        pairs = "sentence pairs" if info.sentence_pair else "single sentences"
+        what = f"{pairs}, {len(info.label_list)} labels"
+    logging.info("Loaded model %s (%s, %s) in %.1f s", info.path, info.backend, what,
+                 time.time() - start)
     return predictor
+
+
+def _is_squad(path: str, saved: str | None, is_run: bool) -> bool:
+    """Whether `path` holds a bert-squad model (export_info.json / the checkpoint's head)."""
+    if saved:
+        info_file = os.path.join(saved, "assets", EXPORT_INFO)
+        return fileio.is_file(info_file) and _read_info(os.path.dirname(info_file)).get(
+            "task") == "squad"
+    if is_run:
+        from bert_finetune.export import run_dir as run_dir_lib
+
+        return run_dir_lib.run_kind(path) == "squad"
+    return False
 
 
 # -- streaming -----------------------------------------------------------------------------------
@@ -353,3 +423,76 @@ def line_examples(lines: Iterable[str], sentence_pair: bool, source: str = "stdi
                             f"pairs: write text_a<TAB>text_b (found {len(parts)} tab-separated "
                             "fields)")
         yield parts[0], parts[1]
+
+
+# -- question answering (bert-squad models) ------------------------------------------------------
+def answer_records(predictor: SquadPredictor, examples: Iterable[dict],
+                   batch_size: int = 32) -> Iterator[dict]:
+    """Yields one result per {"question", "context"[, "id"]} example, `batch_size` at a time:
+    {["id",] "question", "answer", "score", "probability", "answer_start", "answer_end",
+    "num_windows"[, "null_score_diff"]} (see export/squad_serving.py for their meaning)."""
+    for batch in _batches(examples, batch_size):
+        out = predictor.answer([e["question"] for e in batch], [e["context"] for e in batch])
+        for i, example in enumerate(batch):
+            record: dict = {"id": example["id"]} if "id" in example else {}
+            record["question"] = example["question"]
+            record["answer"] = out["answer"][i]
+            for key in ("score", "probability", "null_score_diff"):
+                if key in out:
+                    record[key] = float(out[key][i])
+            record["answer_start"] = int(out["answer_start"][i])
+            record["answer_end"] = int(out["answer_end"][i])
+            record["num_windows"] = int(out["num_windows"][i])
+            yield record
+
+
+def question_lines(lines: Iterable[str], source: str = "stdin") -> Iterator[dict]:
+    """{"question", "context"[, "id"]} per non-blank JSON line (other keys are ignored)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}, line {number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{where}: not JSON ({e}); a bert-squad model reads one "
+                            '{"question": ..., "context": ...} object per line') from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: not a JSON object; write "
+                            '{"question": ..., "context": ...}')
+        yield _question(obj, where)
+
+
+def _question(obj: dict, where: str) -> dict:
+    example = {}
+    for key in ("question", "context"):
+        if key not in obj:
+            raise UserError(f'{where}: no "{key}"; a bert-squad model needs "question" and '
+                            '"context"')
+        if not isinstance(obj[key], str):
+            raise UserError(f'{where}: "{key}" is not a string: '
+                            f"{json.dumps(obj[key], default=repr)[:80]}")
+        example[key] = obj[key]
+    if "id" in obj:
+        example["id"] = obj["id"]
+    return example
+
+
+def question_file(path: str, input_format: str) -> list[dict]:
+    """The questions of a JSON Lines file (`jsonl`) or a SQuAD JSON file (`squad`, with ids)."""
+    if input_format == "squad":
+        from bert_finetune.data import squad as squad_data
+
+        return [{"id": qas_id, "question": qa["question"], "context": context}
+                for context, qa, qas_id in squad_data.iter_questions(
+                    squad_data.load_squad_json(path), path)]
+    if input_format != "jsonl":
+        raise UserError(f"--input_format={input_format}: a bert-squad model reads jsonl "
+                        '({"question": ..., "context": ...} per line) or squad (a SQuAD JSON file)')
+    try:
+        text = fileio.read_text(path)
+    except FileNotFoundError:
+        raise UserError(f"--input_file={path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--input_file={path}: cannot read it ({e})") from None
+    return list(question_lines(text.splitlines(), path))

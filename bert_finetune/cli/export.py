@@ -6,6 +6,10 @@
     # a fine-tuned run: config, vocab and casing come from its output_dir
     bert-export --init_checkpoint=/tmp/mrpc_output --export_dir=/tmp/mrpc_module
 
+    # for serving (TF Serving's versioned layout, raw strings in)
+    bert-export --classifier --run_dir=/tmp/mrpc_output --output_dir=/tmp/mrpc_export
+    bert-export --squad --run_dir=/tmp/squad_output --output_dir=/tmp/squad_export
+
 The module loads with `hub.load` / `hub.KerasLayer(..., trainable=True)` and feeds
 `hub.KerasLayer`; see bert_finetune/export/module.py for its layout.
 """
@@ -49,18 +53,19 @@ flags.DEFINE_integer("max_seq_length", 128,
 flags.DEFINE_bool("classifier", False,
                   "Export a fine-tuned classifier from --run_dir (a bert-classify output_dir) "
                   "for serving, instead of a hub module.")
-flags.DEFINE_string("run_dir", None, "--classifier: the bert-classify output_dir to export.")
+flags.DEFINE_string("run_dir", None,
+                    "--classifier / --squad: the bert-classify / bert-squad output_dir to export.")
 flags.DEFINE_string("output_dir", None,
-                    "--classifier: where to write. saved_model: TF Serving's model base path "
-                    "(the export goes to output_dir/<model_version>/).")
+                    "--classifier / --squad: where to write. saved_model: TF Serving's model "
+                    "base path (the export goes to output_dir/<model_version>/).")
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "onnx", "tflite"],
                   "--classifier: saved_model (raw strings in, TF Serving), onnx (ids in, via "
                   "tf2onnx; pip install 'bert_finetune[onnx]') or tflite (ids in).")
 flags.DEFINE_enum("quantize", "none", ["none", "int8"],
                   "--format=tflite: int8 = dynamic-range quantization (int8 weights).")
 flags.DEFINE_bool("overwrite", False,
-                  "--classifier: replace a non-empty --output_dir (saved_model: the version "
-                  "written).")
+                  "--classifier / --squad: replace a non-empty --output_dir (saved_model: the "
+                  "version written).")
 flags.DEFINE_integer("model_version", None,
                      "--format=saved_model: the version directory (default 1 in a new "
                      "--output_dir); a new number adds a version beside the others.")
@@ -80,6 +85,34 @@ def export_classifier_main() -> None:
         FLAGS.run_dir, FLAGS.output_dir, FLAGS.format, FLAGS.quantize, FLAGS.overwrite,
         FLAGS.model_version, FLAGS.sentence_pair)
     print(f"{PROGRAM}: wrote {FLAGS.format} of {FLAGS.run_dir} to {path}")
+
+
+# -- --squad: a fine-tuned bert-squad run -> a servable SavedModel (export/squad_serving.py) -------
+flags.DEFINE_bool("squad", False,
+                  "Export a fine-tuned bert-squad model from --run_dir (its output_dir) as a "
+                  "SavedModel: question + context strings in, answer text, score and character "
+                  "offsets out (one window of the run's max_seq_length; see the README).")
+
+
+def export_squad_main() -> None:
+    from bert_finetune.export import squad_serving
+
+    problems = [f"--{n} is required with --squad" for n in ("run_dir", "output_dir")
+                if not FLAGS[n].value]
+    if FLAGS.classifier:
+        problems.append("give --classifier or --squad, not both")
+    if FLAGS.format != "saved_model":
+        problems.append(f"--format={FLAGS.format}: --squad exports --format=saved_model only "
+                        "(tokenization and answer selection live in the graph)")
+    if FLAGS.quantize != "none":
+        problems.append(f"--quantize={FLAGS.quantize} applies to --format=tflite only")
+    if FLAGS.sentence_pair is not None:
+        problems.append("--sentence_pair applies to --classifier only")
+    if problems:
+        fail(PROGRAM, " | ".join(problems))
+    path = squad_serving.export_squad(FLAGS.run_dir, FLAGS.output_dir, FLAGS.overwrite,
+                                      FLAGS.model_version)
+    print(f"{PROGRAM}: wrote saved_model of {FLAGS.run_dir} to {path}")
 
 
 def _from_checkpoint_dir(name: str, file_name: str) -> str | None:
@@ -129,7 +162,9 @@ def export_module_main() -> None:
 
 def main(argv: list[str]) -> None:
     try:
-        if FLAGS.classifier:
+        if FLAGS.squad:
+            export_squad_main()
+        elif FLAGS.classifier:
             export_classifier_main()
         else:
             export_module_main()

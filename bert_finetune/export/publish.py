@@ -9,16 +9,20 @@ empty is refused unless `overwrite` is set (then it is replaced after the new on
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import tensorflow as tf
+from absl import logging
 
-from bert_finetune import fileio
+from bert_finetune import fileio, tokenization
 from bert_finetune.errors import UserError
+
+EXPORT_INFO = "export_info.json"
 
 
 def _non_empty(path: str) -> bool:
@@ -99,3 +103,33 @@ def staged(target: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_assets(directory: str, vocab_file: str, do_lower_case: bool, info: dict,
+                 files: dict[str, str] | None = None) -> None:
+    """vocab.txt, do_lower_case.txt, export_info.json and `files` ({name: text}) into directory."""
+    tf.io.gfile.makedirs(directory)
+    tf.io.gfile.copy(vocab_file, os.path.join(directory, "vocab.txt"), overwrite=True)
+    texts = dict(files or {})
+    texts[tokenization.SIDECAR_NAME] = "true\n" if do_lower_case else "false\n"
+    texts[EXPORT_INFO] = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    for name, text in texts.items():
+        with tf.io.gfile.GFile(os.path.join(directory, name), "w") as f:
+            f.write(text)
+
+
+def export_saved_model(output_dir: str, version: int | None, overwrite: bool,
+                       build: Callable[[], tuple[tf.Module, dict]],
+                       assets: Callable[[str], None], what: str = "") -> str:
+    """Saves the module `build()` returns (with its signatures) as output_dir/<version>.
+
+    The target is checked before `build` (which restores the model) runs; `assets(dir)` fills
+    the SavedModel's assets/ directory. Returns the version directory written.
+    """
+    target = version_dir(output_dir, version, overwrite)
+    module, signatures = build()
+    with staged(target) as tmp:
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        assets(os.path.join(tmp, "assets"))
+    logging.info("Exported %s to %s", what, target)
+    return target

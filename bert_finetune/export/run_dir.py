@@ -1,16 +1,17 @@
-"""A fine-tuned classifier read back from a `bert-classify` output directory (its run record).
+"""A fine-tuned model read back from a `bert-classify` or `bert-squad` output directory.
 
-`bert-classify` leaves in `--output_dir` what a later export or prediction needs, so none of it
-has to be repeated on the command line:
-  run_flags.json     the run's flags (task_name, max_seq_length, do_lower_case, task_flags ...)
+Both tasks leave in `--output_dir` what a later export or prediction needs, so none of it has to
+be repeated on the command line:
+  run_flags.json     the run's flags (max_seq_length, do_lower_case, task_name / doc_stride ...)
   bert_config.json   the encoder's config
   vocab.txt          the vocabulary the examples were tokenized with
   do_lower_case.txt  `true` / `false`
-  label_list.txt     one label per line, in id order (`None` for a regression task)
+  label_list.txt     bert-classify: one label per line, in id order (`None` for regression)
   model.ckpt-N       the fine-tuned weights (the latest one, by the `checkpoint` state file)
 
-`load_run` reads and checks all of it (one UserError naming the file), `RunRecord.build_model`
-restores the `ClassifierModel` from the latest checkpoint.
+`load_run` (a classifier) and `load_squad_run` read and check all of it (one UserError naming
+the file); `build_model` restores the task's model from the latest checkpoint. `run_kind` tells
+the two apart by the head in the checkpoint (`output_weights` / `cls/squad/output_weights`).
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ class RunRecord:
         return model
 
 
-def _read(run_dir: str, name: str) -> str:
+def _read(run_dir: str, name: str, program: str = "bert-classify") -> str:
     path = os.path.join(run_dir, name)
     if not fileio.is_file(path):
         raise UserError(f"--run_dir={run_dir}: {name} is missing; is this the output_dir of a "
-                        "bert-classify run?")
+                        f"{program} run?")
     try:
         return fileio.read_text(path)
     except (OSError, UnicodeDecodeError) as e:
@@ -80,28 +81,62 @@ def task_shape(task_name: str, task_flags: dict) -> tuple[bool | None, bool | No
     return bool(getattr(processor, "is_regression", False)), layout.text_b is not None
 
 
-def load_run(run_dir: str, sentence_pair: bool | None = None) -> RunRecord:
-    """Reads and checks the run record in `run_dir` (see the module doc).
+SQUAD_HEAD = "cls/squad/output_weights"
 
-    `sentence_pair` overrides what the task says (needed for a task of your own, whose processor
-    this library does not know).
-    """
+
+@dataclasses.dataclass
+class _Common:
+    flags: dict
+    checkpoint: str
+    config: modeling.BertConfig
+    vocab_file: str
+    do_lower_case: bool
+    head_shapes: dict  # checkpoint variable -> shape
+
+
+def _load_common(run_dir: str, program: str) -> _Common:
+    """run_flags.json, the latest checkpoint, bert_config.json, vocab.txt and the casing."""
     if not fileio.is_dir(run_dir):
         raise UserError(f"--run_dir={run_dir}: directory not found")
     try:
-        flags = json.loads(_read(run_dir, classify.RUN_FLAGS_FILE))
+        flags = json.loads(_read(run_dir, classify.RUN_FLAGS_FILE, program))
     except ValueError as e:
         raise UserError(f"{os.path.join(run_dir, classify.RUN_FLAGS_FILE)}: not JSON ({e})") \
             from None
     checkpoint = tf.train.latest_checkpoint(run_dir)
     if checkpoint is None:
         raise UserError(f"--run_dir={run_dir}: no fine-tuned checkpoint (model.ckpt-N and its "
-                        "`checkpoint` state file); run bert-classify --do_train=true first")
+                        f"`checkpoint` state file); run {program} --do_train=true first")
     config = modeling.config_from_dir(run_dir)
     vocab_file = os.path.join(run_dir, "vocab.txt")
-    _read(run_dir, "vocab.txt")
+    _read(run_dir, "vocab.txt", program)
     casing = tokenization.read_do_lower_case_sidecar(run_dir)
     do_lower_case = bool(flags.get("do_lower_case", True)) if casing is None else casing
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    return _Common(flags, checkpoint, config, vocab_file, do_lower_case, shapes)
+
+
+def run_kind(run_dir: str) -> str | None:
+    """"squad" or "classify" by the head in the latest checkpoint; None without one."""
+    checkpoint = tf.train.latest_checkpoint(run_dir) if fileio.is_dir(run_dir) else None
+    if checkpoint is None:
+        return None
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    return "squad" if SQUAD_HEAD in shapes else "classify"
+
+
+def load_run(run_dir: str, sentence_pair: bool | None = None) -> RunRecord:
+    """Reads and checks the run record in `run_dir` (see the module doc).
+
+    `sentence_pair` overrides what the task says (needed for a task of your own, whose processor
+    this library does not know).
+    """
+    common = _load_common(run_dir, "bert-classify")
+    if SQUAD_HEAD in common.head_shapes:
+        raise UserError(f"--run_dir={run_dir} is a bert-squad run (its checkpoint has "
+                        f"{SQUAD_HEAD}): export it with --squad instead of --classifier")
+    flags, checkpoint, config = common.flags, common.checkpoint, common.config
+    vocab_file, do_lower_case = common.vocab_file, common.do_lower_case
     lines = _read(run_dir, classify.LABELS_FILE).split("\n")  # labels are kept whole
     label_list = lines[:-1] if lines[-1] == "" else lines
     task_name = str(flags.get("task_name") or "")
@@ -119,7 +154,7 @@ def load_run(run_dir: str, sentence_pair: bool | None = None) -> RunRecord:
         raise UserError(f"{os.path.join(run_dir, classify.LABELS_FILE)}: {len(label_list)} "
                         "labels do not fit a " + ("regression" if is_regression else
                                                    "classification") + " task")
-    head = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map().get("output_weights")
+    head = common.head_shapes.get("output_weights")
     want = 1 if is_regression else len(label_list)
     if head is None or head[0] != want:
         raise UserError(f"{checkpoint}: the classifier head has shape {head}, but "
@@ -128,3 +163,62 @@ def load_run(run_dir: str, sentence_pair: bool | None = None) -> RunRecord:
                      do_lower_case=do_lower_case, max_seq_length=max_seq_length,
                      label_list=label_list, is_regression=is_regression, sentence_pair=pair,
                      task_name=task_name, checkpoint=checkpoint)
+
+
+@dataclasses.dataclass
+class SquadRunRecord:
+    """What a fine-tuned bert-squad model was made from (run_squad.py's flags, by name)."""
+
+    run_dir: str
+    config: modeling.BertConfig
+    vocab_file: str
+    do_lower_case: bool
+    max_seq_length: int
+    doc_stride: int
+    max_query_length: int
+    n_best_size: int
+    max_answer_length: int
+    version_2_with_negative: bool
+    null_score_diff_threshold: float
+    checkpoint: str
+
+    def build_model(self):
+        """The SquadModel with the run's latest fine-tuned weights (every variable)."""
+        from bert_finetune import squad
+
+        model = squad.SquadModel(self.config)
+        loops.restore_for_inference(model.variables_by_name(), self.run_dir, None)
+        return model
+
+
+def load_squad_run(run_dir: str) -> SquadRunRecord:
+    """Reads and checks the record of a bert-squad run in `run_dir` (see the module doc)."""
+    from bert_finetune import squad
+
+    common = _load_common(run_dir, "bert-squad")
+    if SQUAD_HEAD not in common.head_shapes:
+        raise UserError(f"--run_dir={run_dir}: its checkpoint {common.checkpoint} has no "
+                        f"{SQUAD_HEAD}: not a bert-squad run (a bert-classify run exports with "
+                        "--classifier)")
+    defaults = squad.SquadOptions()
+    values = {}
+    for name in ("max_seq_length", "doc_stride", "max_query_length", "n_best_size",
+                 "max_answer_length", "version_2_with_negative", "null_score_diff_threshold"):
+        default = getattr(defaults, name)
+        value = common.flags.get(name, default)
+        try:
+            values[name] = type(default)(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{os.path.join(run_dir, classify.RUN_FLAGS_FILE)}: {name}={value!r} "
+                            f"is not a {type(default).__name__}") from None
+    for name in ("max_seq_length", "max_query_length", "n_best_size", "max_answer_length"):
+        if values[name] <= 0:
+            raise UserError(f"{os.path.join(run_dir, classify.RUN_FLAGS_FILE)}: {name}="
+                            f"{values[name]} must be positive")
+    if values["max_seq_length"] <= values["max_query_length"] + 3:
+        raise UserError(f"{os.path.join(run_dir, classify.RUN_FLAGS_FILE)}: max_seq_length "
+                        f"{values['max_seq_length']} leaves no room for a context after "
+                        f"max_query_length {values['max_query_length']} + 3")
+    return SquadRunRecord(run_dir=run_dir, config=common.config, vocab_file=common.vocab_file,
+                          do_lower_case=common.do_lower_case, checkpoint=common.checkpoint,
+                          **values)

@@ -20,20 +20,18 @@ that example a single sentence, as an empty text_b did in `run_classifier.py`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
-from absl import logging
 
-from bert_finetune import classify, tokenization
+from bert_finetune import classify
 from bert_finetune.export import publish
 from bert_finetune.export.run_dir import RunRecord
 from bert_finetune.export.text_preprocessing import BertPreprocessor
 
 SERVING_DEFAULT = "serving_default"
 SERVE_IDS = "serve_ids"
-EXPORT_INFO = "export_info.json"
+EXPORT_INFO = publish.EXPORT_INFO
 _IDS = ("input_ids", "input_mask", "segment_ids")
 
 
@@ -68,16 +66,8 @@ def export_info(record: RunRecord, fmt: str, **extra) -> dict:
 
 def write_assets(record: RunRecord, directory: str, info: dict) -> None:
     """vocab.txt, label_list.txt, do_lower_case.txt and export_info.json into `directory`."""
-    tf.io.gfile.makedirs(directory)
-    tf.io.gfile.copy(record.vocab_file, os.path.join(directory, "vocab.txt"), overwrite=True)
-    files = {
-        classify.LABELS_FILE: "".join(f"{x}\n" for x in record.label_list),
-        tokenization.SIDECAR_NAME: "true\n" if record.do_lower_case else "false\n",
-        EXPORT_INFO: json.dumps(info, indent=2, sort_keys=True) + "\n",
-    }
-    for name, text in files.items():
-        with tf.io.gfile.GFile(os.path.join(directory, name), "w") as f:
-            f.write(text)
+    publish.write_assets(directory, record.vocab_file, record.do_lower_case, info,
+                         {classify.LABELS_FILE: "".join(f"{x}\n" for x in record.label_list)})
 
 
 class ClassifierServer(tf.Module):
@@ -126,13 +116,12 @@ def export_saved_model(record: RunRecord, output_dir: str, version: int | None =
 
     Loading it needs `import tensorflow_text` first (its tokenizer ops); TF Serving ships them.
     """
-    target = publish.version_dir(output_dir, version, overwrite)
-    model = record.build_model()
-    server = ClassifierServer(record, model)
-    signatures = server.signatures()
-    with publish.staged(target) as tmp:
-        tf.saved_model.save(server, tmp, signatures=signatures)
-        write_assets(record, os.path.join(tmp, "assets"), export_info(record, "saved_model"))
-    logging.info("Exported %s (%s) to %s", record.run_dir,
-                 os.path.basename(record.checkpoint), target)
-    return target
+
+    def build():
+        server = ClassifierServer(record, record.build_model())
+        return server, server.signatures()
+
+    return publish.export_saved_model(
+        output_dir, version, overwrite, build,
+        lambda assets: write_assets(record, assets, export_info(record, "saved_model")),
+        f"{record.run_dir} ({os.path.basename(record.checkpoint)})")

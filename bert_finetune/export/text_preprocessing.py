@@ -201,6 +201,7 @@ class BertPreprocessor(tf.Module):
         self.unk_token = unk_token
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
+        self.unk_id = vocab[unk_token]
         # Word length is checked in characters before this (the original's rule), so the byte
         # limit here never decides: 4 bytes is the longest UTF-8 character.
         self._wordpiece = tf_text.FastWordpieceTokenizer(
@@ -211,10 +212,20 @@ class BertPreprocessor(tf.Module):
     def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
         """FullTokenizer ids of each text: string [B] -> int32 RaggedTensor [B, (P)]."""
         words = basic_tokenize(tf.convert_to_tensor(text, tf.string), self.do_lower_case)
+        return self.word_pieces(words).merge_dims(1, 2)
+
+    def word_pieces(self, words: tf.RaggedTensor, with_offsets: bool = False):
+        """WordpieceTokenizer on BasicTokenizer words: string [B, (W)] -> int32 [B, (W), (P)].
+
+        With `with_offsets`, also (begin, end) byte offsets [B, (W), (P)] of each piece in its
+        word (a word over 200 characters is one [UNK] piece whose offsets are meaningless).
+        """
         lengths = tf.strings.length(words.flat_values, unit="UTF8_CHAR")
         flat = tf.where(lengths > MAX_INPUT_CHARS_PER_WORD, self.unk_token, words.flat_values)
-        pieces = self._wordpiece.tokenize(words.with_flat_values(flat))  # [B, (W), (P)]
-        return pieces.merge_dims(1, 2)
+        words = words.with_flat_values(flat)
+        if with_offsets:
+            return self._wordpiece.tokenize_with_offsets(words)
+        return self._wordpiece.tokenize(words)
 
     def pack(self, ids_a: tf.RaggedTensor,
              ids_b: tf.RaggedTensor | None = None) -> dict[str, tf.Tensor]:
