@@ -16,25 +16,25 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import fileio, modeling, optimization, outputs, task
+from bert_finetune import fileio, modeling, outputs, task
 from bert_finetune.create_pretraining_data import expand_globs
 from bert_finetune.data import pretraining_records
 from bert_finetune.errors import UserError
 from bert_finetune.heads import MaskedLMHead, NextSentenceHead
-from bert_finetune.runner import distribute, loops
+from bert_finetune.runner import loops
 
 TRAIN_SEED = 12345
 
 
 @dataclasses.dataclass
-class PretrainingOptions:
-    """The flags of run_pretraining.py (same names and defaults) plus our additions."""
+class PretrainingOptions(task.TaskOptions):
+    """The flags of run_pretraining.py (same names and defaults) plus the runner's additions.
 
-    bert_config_file: str | None = None
+    Of TaskOptions' fields, vocab_file and do_lower_case are unused (the records hold ids) and
+    length_buckets must stay 0.
+    """
+
     input_file: str | None = None  # comma-separated globs
-    output_dir: str | None = None
-    init_checkpoint: str | None = None
-    max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     do_train: bool = False
     do_eval: bool = False
@@ -43,22 +43,7 @@ class PretrainingOptions:
     learning_rate: float = 5e-5
     num_train_steps: int = 100000
     num_warmup_steps: int = 10000
-    save_checkpoints_steps: int = 1000
-    iterations_per_loop: int = 1000
     max_eval_steps: int = 100
-    use_tpu: bool = False
-    tpu_name: str | None = None
-    tpu_zone: str | None = None
-    gcp_project: str | None = None
-    master: str | None = None
-    num_tpu_cores: int = 8
-    # Additions.
-    optimizer: str = "adamw"
-    keep_checkpoint_max: int = 5
-    compute_dtype: str = "float32"
-    use_xla: bool = False
-    distribution_strategy: str = "auto"
-    use_one_hot_embeddings: bool | None = None  # None: on TPU only, as the original
 
 
 class PretrainingModel(tf.Module):
@@ -162,9 +147,10 @@ def validate(opts: PretrainingOptions) -> list[str]:
             problems.append(f"--num_warmup_steps={opts.num_warmup_steps} must not be negative")
         if opts.learning_rate <= 0:
             problems.append(f"--learning_rate={opts.learning_rate} must be positive")
-    if opts.optimizer not in optimization.OPTIMIZERS:
-        problems.append(f"--optimizer={opts.optimizer}: use one of "
-                        f"{', '.join(optimization.OPTIMIZERS)}")
+    problems += task.require_positive(opts, ("log_every_n_steps", "gradient_accumulation_steps"))
+    if opts.length_buckets:
+        problems.append(f"--length_buckets={opts.length_buckets}: bert-pretrain's records are "
+                        "packed close to --max_seq_length; use 0")
     problems += task.check_runner_flags(opts)
     if opts.input_file:
         try:
@@ -180,52 +166,43 @@ def validate(opts: PretrainingOptions) -> list[str]:
 
 
 # -- the run -----------------------------------------------------------------------------------
-def _strategy(opts: PretrainingOptions) -> tf.distribute.Strategy:
-    return distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone, opts.gcp_project,
-                                   opts.master, opts.distribution_strategy)
-
-
 def run(opts: PretrainingOptions) -> dict:
     """Trains and/or evaluates as the flags say. Returns the eval results (if any)."""
-    config = modeling.BertConfig.from_json_file(opts.bert_config_file)
     files = expand_globs(opts.input_file)
-    strategy = _strategy(opts)
-    chief = distribute.is_chief(strategy)
+    ctx = task.TaskContext(opts)
     fileio.ensure_output_dir(opts.output_dir)
-    if chief:
+    if ctx.chief:
         # What the run was made from: lets the checkpoint directory serve as a model directory.
-        config.to_json_file(os.path.join(opts.output_dir, "bert_config.json"))
-    one_hot = opts.use_tpu if opts.use_one_hot_embeddings is None else opts.use_one_hot_embeddings
-    with strategy.scope():
-        model = PretrainingModel(config, one_hot, opts.compute_dtype)
+        ctx.config.to_json_file(os.path.join(opts.output_dir, "bert_config.json"))
+    with ctx.strategy.scope():
+        model = PretrainingModel(ctx.config, ctx.use_one_hot, opts.compute_dtype)
     logging.info("*** Input Files ***")
     for input_file in files:
         logging.info("  %s", input_file)
     results: dict = {}
-    if opts.do_train:
-        _train(opts, strategy, model, files)
-    if opts.do_eval and chief:
-        results = evaluate(opts, strategy, model, files)
+    try:
+        if opts.do_train:
+            _train(ctx, model, files)
+        if opts.do_eval and ctx.chief:
+            results = evaluate(opts, ctx.strategy, model, files)
+    finally:
+        ctx.close()
     return results
 
 
-def _train(opts: PretrainingOptions, strategy, model: PretrainingModel, files: list[str]) -> None:
+def _train(ctx: task.TaskContext, model: PretrainingModel, files: list[str]) -> None:
+    opts = ctx.opts
     logging.info("***** Running training *****")
     logging.info("  Batch size = %d", opts.train_batch_size)
-    train_opts = loops.TrainOptions(
-        output_dir=opts.output_dir, train_batch_size=opts.train_batch_size,
-        num_train_steps=opts.num_train_steps, num_warmup_steps=opts.num_warmup_steps,
-        learning_rate=opts.learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
-        iterations_per_loop=opts.iterations_per_loop,
-        keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-        use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
-        optimizer=opts.optimizer)
-    trainer = loops.Trainer(strategy, model, train_opts)
+    train_opts = ctx.train_options(opts.num_train_steps, opts.num_warmup_steps,
+                                   opts.train_batch_size, opts.learning_rate)
+    trainer = loops.Trainer(ctx.strategy, model, train_opts)
 
     def dataset_fn(input_context: tf.distribute.InputContext, skip_batches: int):
         input_fn = pretraining_records.input_fn_builder(
             files, opts.max_seq_length, opts.max_predictions_per_seq, is_training=True,
-            seed=TRAIN_SEED, skip_batches=skip_batches, input_context=input_context)
+            seed=ctx.train_seed(TRAIN_SEED), skip_batches=skip_batches,
+            input_context=input_context)
         return input_fn({"batch_size": input_context.get_per_replica_batch_size(
             opts.train_batch_size)})
 

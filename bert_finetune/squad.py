@@ -29,7 +29,6 @@ from bert_finetune.data import length_buckets, squad_features, tfrecord
 from bert_finetune.data import squad as squad_data
 from bert_finetune.errors import UserError
 from bert_finetune.heads import SpanHead
-from bert_finetune.progress import hms
 from bert_finetune.runner import loops, squad_metrics
 
 TRAIN_SEED = 12345  # the original shuffled the train examples with random.Random(12345)
@@ -214,23 +213,6 @@ def _train(ctx: task.TaskContext, model: SquadModel, data: _Data) -> None:
     trainer.train(dataset_fn)
 
 
-class _Progress:
-    """Logs `done/total` with an ETA at most every `every` seconds."""
-
-    def __init__(self, what: str, total: int, every: float = 10.0):
-        self.what, self.total, self.every = what, total, every
-        self.began = self.last = time.time()
-
-    def __call__(self, done: int) -> None:
-        now = time.time()
-        if now - self.last < self.every and done < self.total:
-            return
-        self.last = now
-        rate = done / max(now - self.began, 1e-9)
-        eta = (self.total - done) / max(rate, 1e-9)
-        logging.info("%s: %d/%d batches  ETA %s", self.what, done, self.total, hms(eta))
-
-
 def _predict(ctx: task.TaskContext, model: SquadModel, data: _Data) -> dict:
     opts = ctx.opts
     path = os.path.join(ctx.record_dir, "eval.tf_record")
@@ -250,10 +232,9 @@ def _predict(ctx: task.TaskContext, model: SquadModel, data: _Data) -> dict:
         length_buckets=length_buckets.bucket_lengths(opts.max_seq_length)
         if opts.length_buckets and not ctx.static_shapes else None)
     dataset = input_fn({"batch_size": opts.predict_batch_size})
-    num_batches = -(-num_records // opts.predict_batch_size)
     began = time.time()
-    out = loops.run_inference(ctx.strategy, model, dataset,
-                              progress=_Progress("Predict", num_batches))
+    out = loops.run_inference(ctx.strategy, model, dataset, num_examples=num_records,
+                              what="Predict")
     predict_seconds = time.time() - began
     n = len(features)
     unique_ids = out["unique_ids"][:n]

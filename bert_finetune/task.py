@@ -230,8 +230,9 @@ class TaskContext:
     def __init__(self, opts: TaskOptions, tokenizer: tokenization.FullTokenizer | None = None):
         self.opts = opts
         self.config = modeling.BertConfig.from_json_file(opts.bert_config_file)
-        self.tokenizer = tokenizer or tokenization.FullTokenizer(opts.vocab_file,
-                                                                 opts.do_lower_case)
+        if tokenizer is None and opts.vocab_file:
+            tokenizer = tokenization.FullTokenizer(opts.vocab_file, opts.do_lower_case)
+        self.tokenizer = tokenizer  # None for tasks on token ids (bert-pretrain)
         self.strategy = distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone,
                                                 opts.gcp_project, opts.master,
                                                 opts.distribution_strategy)

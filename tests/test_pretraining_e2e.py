@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import TINY_CONFIG
@@ -163,3 +164,26 @@ def test_cli_error_is_one_line_and_nothing_is_written(setup):
     assert "--max_predictions_per_seq=20 but the records of" in last  # every problem at once
     assert "Traceback" not in proc.stderr
     assert not (root / "out").exists()
+
+
+def test_runner_additions_reach_pretraining(setup, tmp_path):
+    """--gradient_accumulation_steps and --seed work in bert-pretrain as in the other tasks: two
+    runs with the same seed (and micro-batches) end with the same weights."""
+    root, records, prefix = setup
+    ends = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        opts = _opts(root, records, prefix, do_train=True, num_train_steps=2,
+                     iterations_per_loop=2, gradient_accumulation_steps=2, seed=7,
+                     output_dir=str(out))
+        assert pt.validate(opts) == []
+        pt.run(opts)
+        ends.append(tf.train.load_checkpoint(str(out)))
+    name = "bert/encoder/layer_0/attention/self/query/kernel"
+    np.testing.assert_array_equal(ends[0].get_tensor(name), ends[1].get_tensor(name))
+    assert abs(ends[0].get_tensor(name) -
+               tf.train.load_checkpoint(prefix).get_tensor(name)).max() > 0  # it trained
+    problems = pt.validate(_opts(root, records, prefix, do_train=True, length_buckets=8,
+                                 gradient_accumulation_steps=3))
+    assert any("--length_buckets=8" in p for p in problems), problems
+    assert any("--gradient_accumulation_steps=3" in p for p in problems), problems

@@ -41,7 +41,7 @@ flags.DEFINE_bool("use_one_hot_embeddings", None,
 
 def main(argv: list[str]) -> None:
     fields = [f.name for f in dataclasses.fields(pretraining.PretrainingOptions)]
-    opts = pretraining.PretrainingOptions(**{n: FLAGS[n].value for n in fields})
+    opts = pretraining.PretrainingOptions(**{n: FLAGS[n].value for n in fields if n in FLAGS})
     run_task(PROGRAM, opts, pretraining.validate, pretraining.run)
 
 
