@@ -143,6 +143,43 @@ def test_hub_rerun_resumes_and_eval_only_from_output_dir(hub_run, tmp_path):
     np.testing.assert_allclose(float(got["eval_loss"]), float(want["eval_loss"]), rtol=1e-5)
 
 
+_MIRRORED = r"""
+import sys
+import tensorflow as tf
+from absl import logging
+logging.set_verbosity(logging.INFO)
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from bert_finetune import classify
+from bert_finetune.data.glue import PROCESSORS
+data, module, out = sys.argv[1:4]
+opts = classify.ClassifyOptions(
+    task_name="MRPC", do_train=True, data_dir=data, bert_hub_module_handle=module,
+    max_seq_length=32, train_batch_size=8, learning_rate=1e-3, num_train_epochs=1,
+    output_dir=out, distribution_strategy="mirrored")
+assert classify.validate(opts, PROCESSORS) == []
+classify.run(opts, PROCESSORS["mrpc"]())
+"""
+
+
+@pytest.mark.slow
+def test_hub_under_mirrored_strategy(hub_run, tmp_path):
+    """2 replicas (logical CPUs): the module loads under the strategy and its weights train."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED, str(hub_run.data),
+                           str(hub_run.module), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Running with MirroredStrategy on" in proc.stderr
+    reader = checkpoints.reader(tf.train.latest_checkpoint(str(out)))
+    assert int(reader.get_tensor("global_step")) == 5
+    before = checkpoints.reader(str(hub_run.src / "bert_model.ckpt"))
+    name = "bert/encoder/layer_0/attention/self/query/kernel"
+    assert np.abs(reader.get_tensor(name) - before.get_tensor(name)).max() > 1e-5
+
+
 def test_hub_bad_options_all_reported(hub_run, tmp_path):
     """Checked by validate() before anything is written, every problem at once."""
     (tmp_path / "data").mkdir()
