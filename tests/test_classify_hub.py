@@ -123,8 +123,8 @@ def test_hub_run_predicts_without_the_module(hub_run, tmp_path):
 @pytest.mark.slow
 def test_hub_rerun_resumes_and_eval_only_from_output_dir(hub_run, tmp_path):
     """Rerun with the same flags: training complete (the checkpoint restored into the module's
-    variables), same eval; then an eval-only run from output_dir alone (no module, no model
-    flags) gives the same results again."""
+    variables), same eval; then an eval + predict run from output_dir alone (no module, no
+    model flags) gives the same results again."""
     out = shutil.copytree(hub_run.out, tmp_path / "out")
     (out / "eval_results.txt").unlink()
     proc = run_cli("bert_finetune.cli.classify", *hub_run.flags, f"--output_dir={out}")
@@ -134,13 +134,19 @@ def test_hub_rerun_resumes_and_eval_only_from_output_dir(hub_run, tmp_path):
     assert _eval_results(out / "eval_results.txt") == want
 
     (out / "eval_results.txt").unlink()
-    proc = run_cli("bert_finetune.cli.classify", "--do_eval", f"--data_dir={hub_run.data}",
-                   f"--output_dir={out}")
+    (out / "test_results.tsv").unlink()
+    proc = run_cli("bert_finetune.cli.classify", "--do_eval", "--do_predict",
+                   f"--data_dir={hub_run.data}", f"--output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = _eval_results(out / "eval_results.txt")
     assert got["global_step"] == want["global_step"] and got["eval_accuracy"] == \
         want["eval_accuracy"]
     np.testing.assert_allclose(float(got["eval_loss"]), float(want["eval_loss"]), rtol=1e-5)
+    probs = [[float(x) for x in line.split("\t")] for line in
+             (out / "test_results.tsv").read_text().splitlines()]
+    first = [[float(x) for x in line.split("\t")] for line in
+             (hub_run.out / "test_results.tsv").read_text().splitlines()]
+    np.testing.assert_allclose(probs, first, atol=1e-6)  # same checkpoint, same batches
 
 
 _MIRRORED = r"""
