@@ -36,16 +36,20 @@ def _eval_results(path: Path) -> dict[str, str]:
 
 
 @dataclasses.dataclass
-class HubRun:
+class HubModule:
     src: Path  # the checkpoint the module was exported from
     module: Path
-    data: Path
+    data: Path  # an MRPC slice
+
+
+@dataclasses.dataclass
+class HubRun(HubModule):
     out: Path
     flags: list[str]  # everything but --output_dir
 
 
 @pytest.fixture(scope="module")
-def hub_run(tmp_path_factory, minilm_google, shared_dir) -> HubRun:
+def hub_module(tmp_path_factory, minilm_google, shared_dir) -> HubModule:
     tmp = tmp_path_factory.mktemp("hub")
     src = make_checkpoint(tmp / "ckpt", minilm_google / "vocab.txt")
     module = tmp / "module"
@@ -56,15 +60,20 @@ def hub_run(tmp_path_factory, minilm_google, shared_dir) -> HubRun:
     mrpc = shared_dir / "data" / "glue" / "MRPC"
     for name, rows in (("train.tsv", N_TRAIN), ("dev.tsv", N_DEV), ("test.tsv", N_TEST)):
         _cut(mrpc / name, data / name, rows)
-    flags = ["--task_name=MRPC", "--do_train", "--do_eval", "--do_predict", f"--data_dir={data}",
-             f"--bert_hub_module_handle={module}", "--max_seq_length=32",
-             f"--train_batch_size={BATCH}", f"--eval_batch_size={BATCH}",
+    return HubModule(src, module, data)
+
+
+@pytest.fixture(scope="module")
+def hub_run(hub_module, tmp_path_factory) -> HubRun:
+    flags = ["--task_name=MRPC", "--do_train", "--do_eval", "--do_predict",
+             f"--data_dir={hub_module.data}", f"--bert_hub_module_handle={hub_module.module}",
+             "--max_seq_length=32", f"--train_batch_size={BATCH}", f"--eval_batch_size={BATCH}",
              f"--predict_batch_size={BATCH}", "--learning_rate=1e-3", "--num_train_epochs=1",
              "--save_checkpoints_steps=3"]
-    out = tmp / "out"
+    out = tmp_path_factory.mktemp("hub_run") / "out"
     proc = run_cli("bert_finetune.cli.classify", *flags, f"--output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return HubRun(src, module, data, out, flags)
+    return HubRun(hub_module.src, hub_module.module, hub_module.data, out, flags)
 
 
 def test_hub_run_writes_the_standard_files(hub_run, minilm_google):
@@ -186,7 +195,7 @@ def test_hub_under_mirrored_strategy(hub_run, tmp_path):
     assert np.abs(reader.get_tensor(name) - before.get_tensor(name)).max() > 1e-5
 
 
-def test_hub_bad_options_all_reported(hub_run, tmp_path):
+def test_hub_bad_options_all_reported(hub_module, tmp_path):
     """Checked by validate() before anything is written, every problem at once."""
     (tmp_path / "data").mkdir()
     out = tmp_path / "out"
@@ -223,10 +232,10 @@ def test_hub_bad_options_all_reported(hub_run, tmp_path):
         f"--bert_hub_module_handle: {tmp_path / 'nowhere'}: module directory not found"]
 
     # A real module: only the sequence length its config cannot take.
-    opts.bert_hub_module_handle = str(hub_run.module)
+    opts.bert_hub_module_handle = str(hub_module.module)
     assert classify.validate(opts, PROCESSORS) == [  # max_seq_length 128 > 64 positions
         "Cannot use sequence length 128 because the BERT model was only trained up to sequence "
-        f"length 64 (--max_seq_length, --bert_hub_module_handle={hub_run.module})"]
+        f"length 64 (--max_seq_length, --bert_hub_module_handle={hub_module.module})"]
     opts.max_seq_length = 32
     assert classify.validate(opts, PROCESSORS) == []
     # Without a module the model files are required, as before.
@@ -235,12 +244,13 @@ def test_hub_bad_options_all_reported(hub_run, tmp_path):
     assert not out.exists()
 
 
-def test_hub_cli_one_line_error(hub_run, tmp_path):
+def test_hub_cli_one_line_error(hub_module, tmp_path):
     """--do_lower_case is the module's; given with a handle, it is an error (with the others)."""
     out = tmp_path / "out"
     proc = run_cli("bert_finetune.cli.classify", "--task_name=MRPC", "--do_train",
-                   f"--data_dir={hub_run.data}", f"--bert_hub_module_handle={hub_run.module}",
-                   "--do_lower_case=false", f"--bert_config_file={hub_run.src}/bert_config.json",
+                   f"--data_dir={hub_module.data}",
+                   f"--bert_hub_module_handle={hub_module.module}", "--do_lower_case=false",
+                   f"--bert_config_file={hub_module.src}/bert_config.json",
                    "--max_seq_length=32", f"--output_dir={out}")
     line = one_line_error(proc, "bert-classify")
     assert "--do_lower_case is not used with --bert_hub_module_handle" in line
