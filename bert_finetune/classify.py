@@ -4,6 +4,11 @@ The library behind `bert-classify`; it never reads flags. `ClassifyOptions` hold
 `run_classifier.py` flags by their names, `validate()` reports every problem at once, and `run()`
 does the work with the same files the original wrote (`train.tf_record`, `eval_results.txt`,
 `test_results.tsv`, `model.ckpt-N`).
+
+With `bert_hub_module_handle` it is `run_classifier_with_tfhub.py`: a module exported by
+`bert-export` supplies the encoder (its own variables, fine-tuned in place), the config, the vocab
+and the casing; the run's output_dir then holds the same files as a checkpoint run's, so later
+eval/predict/export runs need neither the module nor any model flag.
 """
 
 from __future__ import annotations
@@ -43,15 +48,22 @@ class ClassifyOptions(task.TaskOptions):
     learning_rate: float = 5e-5
     num_train_epochs: float = 3.0
     warmup_proportion: float = 0.1
+    # run_classifier_with_tfhub.py: path or URL of a bert-export module. It replaces
+    # bert_config_file, vocab_file and init_checkpoint (which must be empty) and do_lower_case
+    # (the module's tokenization_info decides).
+    bert_hub_module_handle: str | None = None
 
 
 class ClassifierModel(tf.Module):
     """BERT + the classification head; the runner's task (see runner/loops.py)."""
 
     def __init__(self, bert_config: modeling.BertConfig, num_labels: int, is_regression: bool,
-                 use_one_hot_embeddings: bool = False, compute_dtype: str = "float32"):
+                 use_one_hot_embeddings: bool = False, compute_dtype: str = "float32",
+                 encoder: tf.Module | None = None):
         super().__init__(name="classifier_model")
-        self.bert = modeling.BertModel(bert_config, use_one_hot_embeddings, compute_dtype)
+        # `encoder`: a loaded module's HubEncoder (same interface) instead of a new BertModel.
+        self.bert = encoder if encoder is not None else modeling.BertModel(
+            bert_config, use_one_hot_embeddings, compute_dtype)
         self.head = ClassifierHead(num_labels, bert_config.hidden_size, is_regression,
                                    bert_config.initializer_range)
         self.is_regression = is_regression
@@ -98,8 +110,9 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
     problems = []
     if not (opts.do_train or opts.do_eval or opts.do_predict):
         problems.append("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
-    problems += task.require(opts, ("data_dir", "bert_config_file", "task_name", "vocab_file",
-                                    "output_dir"))
+    hub = opts.bert_hub_module_handle
+    problems += task.require(opts, ("data_dir", "task_name", "output_dir") + (
+        () if hub else ("bert_config_file", "vocab_file")))
     if opts.task_name and opts.task_name.lower() not in processors:
         problems.append(f"--task_name={opts.task_name}: task not found; valid tasks: "
                         f"{', '.join(sorted(processors))}")
@@ -116,7 +129,35 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
         problems.append(f"--warmup_proportion={opts.warmup_proportion} must be in [0, 1]")
     if opts.data_dir and not tf.io.gfile.isdir(opts.data_dir):
         problems.append(f"--data_dir={opts.data_dir}: directory not found")
+    if hub:
+        problems += _hub_problems(opts)
+        # The runner checks; the model files are the module's (checked above).
+        opts = dataclasses.replace(opts, bert_config_file=None, vocab_file=None,
+                                   init_checkpoint=None)
     problems += task.validate_common(opts)[0]
+    return problems
+
+
+def _hub_problems(opts: ClassifyOptions) -> list[str]:
+    """--bert_hub_module_handle: the module replaces the config, vocab and checkpoint flags."""
+    from bert_finetune.export import module
+
+    problems = [f"--{name}={getattr(opts, name)} is not used with --bert_hub_module_handle "
+                "(the module has the config, vocab and weights)"
+                for name in ("bert_config_file", "vocab_file", "init_checkpoint")
+                if getattr(opts, name)]
+    if opts.compute_dtype != "float32":
+        problems.append(f"--compute_dtype={opts.compute_dtype}: --bert_hub_module_handle runs "
+                        "the module as exported, in float32")
+    try:
+        config = module.read_module_config(opts.bert_hub_module_handle)
+    except UserError as e:
+        return problems + [f"--bert_hub_module_handle: {e}"]
+    if opts.max_seq_length > config.max_position_embeddings:
+        problems.append(f"Cannot use sequence length {opts.max_seq_length} because the BERT model "
+                        "was only trained up to sequence length "
+                        f"{config.max_position_embeddings} (--max_seq_length, "
+                        f"--bert_hub_module_handle={opts.bert_hub_module_handle})")
     return problems
 
 
@@ -125,14 +166,28 @@ class _Context(task.TaskContext):
     """What every phase of one classification run shares."""
 
     def __init__(self, opts: ClassifyOptions, processor: DataProcessor):
-        super().__init__(opts)
+        strategy = task.make_strategy(opts)
+        self.hub_encoder = None
+        if opts.bert_hub_module_handle:
+            from bert_finetune.export.module import HubEncoder
+
+            # Loading creates the module's variables, which the model trains: under the
+            # strategy (mirrored / on the TPU), so it must exist first.
+            with strategy.scope():
+                self.hub_encoder = HubEncoder(opts.bert_hub_module_handle)
+            # The module's config, vocab and casing; the run record copies them into output_dir
+            # as for a checkpoint run.
+            opts = dataclasses.replace(opts, bert_config_file=self.hub_encoder.config_file,
+                                       vocab_file=self.hub_encoder.vocab_file,
+                                       do_lower_case=self.hub_encoder.do_lower_case)
+        super().__init__(opts, strategy=strategy)
         self.processor = processor
         self.is_regression = bool(getattr(processor, "is_regression", False))
 
     def build_model(self, num_labels: int) -> ClassifierModel:
         with self.strategy.scope():
             return ClassifierModel(self.config, num_labels, self.is_regression,
-                                   self.use_one_hot, self.opts.compute_dtype)
+                                   self.use_one_hot, self.opts.compute_dtype, self.hub_encoder)
 
     def write_records(self, examples: list, label_list: list, name: str) -> tuple[str, int]:
         path = os.path.join(self.record_dir, name)
@@ -190,6 +245,7 @@ def run(opts: ClassifyOptions, processor: DataProcessor, task_flags: dict | None
     """Trains / evaluates / predicts as the flags say. Returns the eval results (if any)."""
     data = _read_data(opts, processor)
     ctx = _Context(opts, processor)
+    opts = ctx.opts  # with a hub module: its config, vocab and casing
     fileio.ensure_output_dir(opts.output_dir)
     # An eval/predict-only run keeps the record of the run that trained the model (the one a
     # later run without repeated flags must follow).

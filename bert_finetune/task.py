@@ -224,18 +224,27 @@ def recorded_run(output_dir: str | None) -> dict | None:
 
 
 # -- the context of one run --------------------------------------------------------------------
-class TaskContext:
-    """What every phase of one run shares: config, tokenizer, strategy, where records go."""
+def make_strategy(opts: TaskOptions) -> tf.distribute.Strategy:
+    """The run's strategy, from the TPU and distribution flags (before any variable exists)."""
+    return distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone, opts.gcp_project,
+                                   opts.master, opts.distribution_strategy)
 
-    def __init__(self, opts: TaskOptions, tokenizer: tokenization.FullTokenizer | None = None):
+
+class TaskContext:
+    """What every phase of one run shares: config, tokenizer, strategy, where records go.
+
+    `strategy`: one made already (a task that creates variables before the context, e.g. by
+    loading a module, needs the strategy first); by default `make_strategy(opts)`.
+    """
+
+    def __init__(self, opts: TaskOptions, tokenizer: tokenization.FullTokenizer | None = None,
+                 strategy: tf.distribute.Strategy | None = None):
         self.opts = opts
         self.config = modeling.BertConfig.from_json_file(opts.bert_config_file)
         if tokenizer is None and opts.vocab_file:
             tokenizer = tokenization.FullTokenizer(opts.vocab_file, opts.do_lower_case)
         self.tokenizer = tokenizer  # None for tasks on token ids (bert-pretrain)
-        self.strategy = distribute.get_strategy(opts.use_tpu, opts.tpu_name, opts.tpu_zone,
-                                                opts.gcp_project, opts.master,
-                                                opts.distribution_strategy)
+        self.strategy = strategy if strategy is not None else make_strategy(opts)
         self.chief = distribute.is_chief(self.strategy)
         # Fixed batch shapes (drop_remainder, padding examples) where XLA or a TPU needs them.
         self.static_shapes = opts.use_tpu or opts.use_xla

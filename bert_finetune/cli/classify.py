@@ -5,6 +5,12 @@ r"""bert-classify: the drop-in for Google's run_classifier.py (same flags, same 
       --init_checkpoint=$BERT/bert_model.ckpt --max_seq_length=128 --train_batch_size=32 \
       --learning_rate=2e-5 --num_train_epochs=3.0 --output_dir=/tmp/mrpc_output/
 
+From a module exported by bert-export (run_classifier_with_tfhub.py; no --vocab_file,
+--bert_config_file or --init_checkpoint):
+
+    bert-classify --task_name=MRPC --do_train=true --do_eval=true --data_dir=$GLUE_DIR/MRPC \
+      --bert_hub_module_handle=/tmp/bert_module --output_dir=/tmp/mrpc_output/
+
 A task of your own: `run(processors={"mytask": MyProcessor})` from your script (see examples/).
 """
 
@@ -42,6 +48,12 @@ flags.DEFINE_float(
     "Proportion of training to perform linear learning rate warmup for. "
     "E.g., 0.1 = 10% of training.")
 common_flags.define_runner_flags()
+with common_flags.flag_group("Fine-tuning from a module (run_classifier_with_tfhub.py)"):
+    flags.DEFINE_string(
+        "bert_hub_module_handle", None,
+        "Path or URL of a BERT module exported by bert-export, as run_classifier_with_tfhub.py: "
+        "its encoder (fine-tuned), config, vocab and casing replace --bert_config_file, "
+        "--vocab_file, --init_checkpoint and --do_lower_case.")
 # Task options beyond the original.
 flags.DEFINE_string("xnli_language", "zh", "XNLI: the language to train and evaluate on.")
 flags.DEFINE_enum("input_format", "tsv", ["tsv", "csv", "jsonl"],
@@ -83,6 +95,9 @@ def _recorded_labels(output_dir: str) -> list[str] | None:
 def _options() -> tuple[classify.ClassifyOptions, dict]:
     """ClassifyOptions from the flags, completed from a recorded run in output_dir."""
     opts, recorded = common_flags.options_from_flags(classify.ClassifyOptions, _RECORDED)
+    if opts.bert_hub_module_handle:
+        # The module has the config and vocab: not the recorded copies, only what was given.
+        opts.bert_config_file, opts.vocab_file = FLAGS.bert_config_file, FLAGS.vocab_file
     extra = {name: FLAGS[name].value for name in _GENERIC_FLAGS + ("xnli_language",)}
     if recorded:
         for name in _RECORDED:
@@ -116,6 +131,9 @@ def main(argv: list[str], processors: dict | None = None) -> None:
     if opts.task_name and opts.task_name.lower() == "generic" and not (
             extra["text_a_column"] and extra["label_column"]):
         problems.append("--task_name=generic needs --text_a_column and --label_column")
+    if opts.bert_hub_module_handle and common_flags.explicitly_set("do_lower_case"):
+        problems.append("--do_lower_case is not used with --bert_hub_module_handle (the "
+                        "module's tokenization_info has the casing)")
     if problems:
         fail(PROGRAM, " | ".join(problems) if len(problems) > 1 else problems[0])
     processor = _processor(opts, extra, processors)

@@ -11,7 +11,7 @@
     bert-export --squad --run_dir=/tmp/squad_output --output_dir=/tmp/squad_export
 
 The module loads with `hub.load` / `hub.KerasLayer(..., trainable=True)` and feeds
-`hub.KerasLayer`; see bert_finetune/export/module.py for its layout.
+`bert-classify --bert_hub_module_handle`; see bert_finetune/export/module.py for its layout.
 """
 
 from __future__ import annotations

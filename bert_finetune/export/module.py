@@ -204,23 +204,58 @@ def is_remote_handle(handle: str) -> bool:
     return "://" in handle
 
 
-def load_module(handle: str):
-    """`hub.load(handle)` with one-line errors: not a module, or no `tokenization_info`."""
-    import tensorflow_hub as hub
-
+def _check_local(handle: str) -> None:
     if not is_remote_handle(handle):
         if not os.path.isdir(handle):
             raise UserError(f"{handle}: module directory not found")
         if not os.path.exists(os.path.join(handle, "saved_model.pb")):
             raise UserError(f"{handle} is not a module: no saved_model.pb in it (export one "
                             "with `bert-export`)")
+
+
+def _no_tokenization_info(handle: str) -> UserError:
+    return UserError(f"{handle}: the module has no `tokenization_info` signature (vocab file "
+                     "and casing); export it with `bert-export`")
+
+
+def read_module_config(handle: str) -> modeling.BertConfig:
+    """The config bundled in the module at `handle`, checked without loading its variables.
+
+    Cheap enough for validating flags: a SavedModel with a `tokenization_info` signature and an
+    `assets/bert_config.json` (what `bert-export` writes); the same one-line errors as
+    `load_module`. A URL handle is downloaded (to hub's cache) here.
+    """
+    import tensorflow_hub as hub
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _check_local(handle)
+    try:
+        path = hub.resolve(handle) if is_remote_handle(handle) else handle
+        proto = saved_model_pb2.SavedModel()
+        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+    except Exception as e:  # hub, gfile and protobuf each raise their own kinds
+        raise UserError(f"{handle}: cannot load the module: {_first_line(e)}") from None
+    if not any("tokenization_info" in graph.signature_def for graph in proto.meta_graphs):
+        raise _no_tokenization_info(handle)
+    config_path = os.path.join(path, "assets", "bert_config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise UserError(f"{handle}: the module has no bert_config.json asset (export it "
+                        "with `bert-export`)")
+    return modeling.BertConfig.from_json_file(config_path)
+
+
+def load_module(handle: str):
+    """`hub.load(handle)` with one-line errors: not a module, or no `tokenization_info`."""
+    import tensorflow_hub as hub
+
+    _check_local(handle)
     try:
         obj = hub.load(handle)
     except (OSError, ValueError, tf.errors.OpError) as e:
         raise UserError(f"{handle}: cannot load the module: {_first_line(e)}") from None
     if "tokenization_info" not in getattr(obj, "signatures", {}):
-        raise UserError(f"{handle}: the module has no `tokenization_info` signature (vocab file "
-                        "and casing); export it with `bert-export`")
+        raise _no_tokenization_info(handle)
     return obj
 
 
