@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,7 +81,8 @@ def _split(text: str) -> list[str]:
 
 def run_job(job: spec.Job, index: int, total: int, log_dir: Path) -> list[dict]:
     """Runs one job in a child process; its records, or one error record."""
-    log = log_dir / f"{index:02d}-{job.describe().replace(' ', '_').replace('+', '_')}.log"
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", job.describe()).strip("_")
+    log = log_dir / f"{index:02d}-{slug}.log"
     sys.stderr.write(f"[bench] {index}/{total} {job.describe()} ...\n")
     sys.stderr.flush()
     fd, out = tempfile.mkstemp(suffix=".jsonl", prefix="bench_")

@@ -44,7 +44,7 @@ def complete(records: list[dict], peaks: dict[str, dict], bounds: list[dict],
 
 def _sort_key(r: dict):
     return (bool(r.get("accumulation_row")),
-            MODEL_ORDER.get(r.get("model"), 9), r.get("precision", ""),
+            MODEL_ORDER.get(r.get("model"), 9), r.get("precision") != "fp32",
             0 if r.get("mode") == "train" else 1, bool(r.get("jit_compile")),
             r.get("gradient_accumulation_steps", 1))
 
@@ -88,7 +88,7 @@ def header_lines(meta: dict) -> list[str]:
     peak_text = "; ".join(f"{p} {v['flops'] / 1e9:.1f} GFLOP/s (n={v['n']}, {v['entry']})"
                           for p, v in peaks.items()) or "not measured"
     lines = [
-        f"`make bench{' -quick' if meta.get('quick') else ''}` on {meta['date']}: "
+        f"`make bench{'-quick' if meta.get('quick') else ''}` on {meta['date']}: "
         f"{host['cpu_model']}, {host['cpu_count']} cores ({shown}); "
         f"TensorFlow {meta.get('tensorflow', '?')}, Python {host.get('python', '?')}; "
         f"wall time {meta.get('wall_s', 0) / 60:.1f} min.",
