@@ -146,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
     notes = []
     if args.warmup is not None or args.iters is not None:
-        notes.append(f"Smoke run: warm-up {args.warmup}, timed {args.iters} steps for every "
-                     "configuration (ours and the peers'), not the defaults.")
+        given = [f"{k} {v}" for k, v in (("warm-up", args.warmup), ("timed", args.iters))
+                 if v is not None]
+        notes.append(f"Smoke run: {', '.join(given)} steps for every configuration (ours and "
+                     "the peers'), not the defaults.")
     peer_records, peers_status = _peers(args, out_dir)
 
     peaks = {r["precision"]: r for r in ours if r.get("kind") == "peak"}

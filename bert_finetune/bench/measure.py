@@ -225,7 +225,7 @@ def train_step(strategy, model: ClassifierModel, batch: dict, job: spec.Job, out
 
 def model_job(job: spec.Job, emit) -> None:
     size = spec.SIZES[job.size]
-    tf.keras.utils.set_random_seed(0)
+    tf.random.set_seed(0)
     strategy = tf.distribute.get_strategy()
     model = ClassifierModel(bert_config(size), spec.NUM_LABELS, False,
                             compute_dtype=COMPUTE_DTYPES[job.precision])

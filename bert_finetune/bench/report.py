@@ -134,7 +134,8 @@ def format_text(meta: dict, records: list[dict]) -> str:
 
 
 def format_markdown(meta: dict, records: list[dict]) -> str:
-    lines = list(header_lines(meta)) + [""]
+    first, *rest = header_lines(meta)
+    lines = [first, ""] + [f"- {line}" for line in rest] + [""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |"
