@@ -150,3 +150,22 @@ def test_peers_dir_and_bad_flags(tmp_path, monkeypatch, capsys):
         bench_main.parse_args(["--sizes", "bert-huge", "--xla", "maybe"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--sizes: unknown size bert-huge | --xla: use off,on, got maybe" in err
+
+
+def test_run_peers_failed_setup_and_partial_run(tmp_path):
+    def fake(body: str):
+        script = tmp_path / "run-peers"
+        script.write_text("#!/bin/sh\n" + body)
+        script.chmod(0o755)
+        return peers.run_peers(tmp_path, tmp_path / "peers.json", tmp_path / "venvs",
+                               tmp_path / "peers.log", quick=True)
+
+    records, status = fake('echo "run-peers: setup-peers failed" >&2; exit 1\n')
+    assert records == []
+    assert status.startswith("peers: not measured (run-peers exited 1: "
+                             "run-peers: setup-peers failed;")
+    # Some configurations failed: keep what was measured, say how many failed.
+    good = _peer(peers.HF, 1.0)
+    body = json.dumps([good, {"peer": peers.KERAS_HUB, "error": "boom"}])
+    records, status = fake(f"echo '{body}' > \"$2\"; exit 1\n")
+    assert len(records) == 2 and "(1 failed configurations, exit 1;" in status
