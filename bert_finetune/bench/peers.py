@@ -54,7 +54,8 @@ def run_peers(peers_dir: Path, out_json: Path, venvs: Path, log_path: Path, quic
         why = _last_lines(log_path)
         return [], f"peers: not measured (run-peers exited {code}: {why}; see {log_path})"
     errors = sum(1 for r in records if r.get("error"))
-    status = f"peers: {len(records)} records from {peers_dir / 'run-peers'}"
+    shown = os.path.relpath(peers_dir / "run-peers")  # no machine path in the README
+    status = f"peers: {len(records)} records from {shown}{' --quick' if quick else ''}"
     if code or errors:
         status += f" ({errors} failed configurations, exit {code}; see {log_path})"
     return records, status
