@@ -88,7 +88,9 @@ def _peer(peer, best_step, jit=None, **extra):
                 kind=None, **extra)
 
 
-def test_complete_ratios_from_best_steps_and_rendering():
+def _completed() -> tuple[dict, list[dict]]:
+    """Our records (train, infer, the 1x32 / 4x8 pair), a skipped bf16 row and peer records
+    put through report.complete; with the run's meta."""
     ours = [_record(), _record(mode="infer", times=(0.2, 0.25, 0.3)),
             _record(accumulation_row=True),
             _record(accumulation_row=True, gradient_accumulation_steps=4,
@@ -102,7 +104,16 @@ def test_complete_ratios_from_best_steps_and_rendering():
     peaks = {"fp32": {"flops": 100e9, "n": 4096, "entry": "matmul"}}
     bounds = [{"model": "bert-mini", "mode": "train", "precision": "fp32",
                "step_time_s_min": 0.4}]
-    done = report.complete(ours + [skipped], peaks, bounds, peer_records)
+    meta = {"date": "2026-12-03 14:00 UTC", "tensorflow": "2.21.0", "quick": True,
+            "host": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": NATIVE,
+                     "python": "3.11"},
+            "peaks": peaks, "peers_status": "peers: 4 records", "wall_s": 60,
+            "load_average": [0.5, 1.25]}
+    return meta, report.complete(ours + [skipped], peaks, bounds, peer_records)
+
+
+def test_complete_ratios_from_best_steps_and_rendering():
+    meta, done = _completed()
     train = done[0]
     assert train["ratio_hf-torch"] == pytest.approx(2.0)  # 1.6 s / 0.8 s, best steps
     assert train["ratio_keras-hub-tf"] == pytest.approx(1.25)  # keras-hub's faster jit (1.0 s)
@@ -114,10 +125,6 @@ def test_complete_ratios_from_best_steps_and_rendering():
     assert infer["ratio_hf-torch"] is None and infer["gemm_bound_fraction"] is None
     assert done[2]["ratio_hf-torch"] is None  # accumulation rows are not peer configurations
 
-    meta = {"date": "2026-12-03 14:00 UTC", "tensorflow": "2.21.0", "quick": True,
-            "host": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": NATIVE,
-                     "python": "3.11"},
-            "peaks": peaks, "peers_status": "peers: 4 records", "wall_s": 60}
     md = report.format_markdown(meta, done)
     rows = [line for line in md.splitlines() if line.startswith("| bert-")]
     assert all(line.count("|") == len(report.COLUMNS) + 1 for line in rows)
@@ -128,8 +135,23 @@ def test_complete_ratios_from_best_steps_and_rendering():
     assert "| bert-base | infer,train | bf16 | - | skipped: CPU has no native bf16 |" in md
     assert "Test CPU, 2 cores (avx512f yes, avx512_bf16 yes, amx_bf16 no)" in md
     assert "1×32 3.00 GiB, 4×8 1.00 GiB (0.33×); HF 2.00 GiB (ours 1×32 / HF = 1.50×)" in md
+    assert "load average 0.5 at the start, 1.2 at the end (2 cores)" in md
     text = report.format_text(meta, done)
     assert "2026-12-03 14:00 UTC" in text and "GEMM peak measured by TF" in text
+
+
+def test_render_again_from_json_into_the_readme(tmp_path, capsys):
+    meta, done = _completed()
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps({"meta": meta, "records": done}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# R\n{report.BEGIN}\nold\n{report.END}\nrest\n")
+    assert bench_main.main(["--from_json", str(saved), "--out_dir", str(tmp_path / "out"),
+                            "--update_readme", "--readme", str(readme)]) == 0
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert readme.read_text() == f"# R\n{report.BEGIN}\n{md}{report.END}\nrest\n"
+    printed = capsys.readouterr().out
+    assert "Test CPU" in printed and "train 4×8" in printed and "2.00×" in printed
 
 
 def test_readme_block_replacement():

@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--update_readme", action="store_true",
                    help="rewrite the bench block of --readme with the new table")
     p.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
+    p.add_argument("--from_json", help="measure nothing: render this bench.json again (table, "
+                                       "bench.md, --update_readme)")
     args = p.parse_args(argv)
     args.sizes = tuple(_split(args.sizes) if args.sizes else
                        (spec.QUICK_SIZES if args.quick else spec.FULL_SIZES))
@@ -68,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  if getattr(args, k) is not None and getattr(args, k) < (k == "iters")]
     if args.update_readme and not Path(args.readme).is_file():
         problems.append(f"--readme={args.readme}: not found")
+    if args.from_json and not Path(args.from_json).is_file():
+        problems.append(f"--from_json={args.from_json}: not found")
     if args.peers_json and not Path(args.peers_json).is_file():
         problems.append(f"--peers_json={args.peers_json}: not found")
     if problems:
@@ -128,9 +132,37 @@ def _summary(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.from_json:  # render again, measure nothing
+        result = json.loads(Path(args.from_json).read_text())
+        errors = False
+    else:
+        result = measure(args, out_dir)
+        errors = any(r.get("error") for r in result["records"] + result["gemm"])
+        fileio.atomic_write(out_dir / "bench.json", json.dumps(result, indent=1, sort_keys=True))
+    meta, completed = result["meta"], result["records"]
+    markdown = report.format_markdown(meta, completed)
+    fileio.atomic_write(out_dir / "bench.md", markdown)
+    sys.stdout.write("\n" + report.format_text(meta, completed))
+    sys.stdout.write(f"\nWrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}\n")
+    if args.update_readme:
+        readme = Path(args.readme)
+        try:
+            updated = report.replace_block(readme.read_text(), markdown)
+        except ValueError as e:
+            sys.stderr.write(f"{PROGRAM}: error: {readme}: {e}\n")
+            return 1
+        fileio.atomic_write(readme, updated)
+        sys.stdout.write(f"Updated the bench block of {readme}\n")
+    return 1 if errors else 0
+
+
+def measure(args: argparse.Namespace, out_dir: Path) -> dict:
+    """Runs every job, then the peers; returns what bench.json holds."""
     began = time.time()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    out_dir = Path(args.out_dir)
+    load_start = os.getloadavg()[0]
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     host = spec.host_info()
@@ -159,26 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     tf_version = next((r["versions"]["tensorflow"] for r in completed if r.get("versions")), "?")
     meta = {"date": date, "host": host, "tensorflow": tf_version, "quick": args.quick,
             "peaks": {p: {k: v[k] for k in ("flops", "n", "entry")} for p, v in peaks.items()},
-            "peers_status": peers_status, "notes": notes, "wall_s": time.time() - began}
-    text = report.format_text(meta, completed)
-    markdown = report.format_markdown(meta, completed)
-    result = {"schema": "bert-finetune-bench/1", "meta": meta, "records": completed,
-              "gemm": [r for r in ours if r.get("kind") in ("peak", "gemm_bound")],
-              "peers": peer_records}
-    fileio.atomic_write(out_dir / "bench.json", json.dumps(result, indent=1, sort_keys=True))
-    fileio.atomic_write(out_dir / "bench.md", markdown)
-    sys.stdout.write("\n" + text)
-    sys.stdout.write(f"\nWrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}\n")
-    if args.update_readme:
-        readme = Path(args.readme)
-        try:
-            updated = report.replace_block(readme.read_text(), markdown)
-        except ValueError as e:
-            sys.stderr.write(f"{PROGRAM}: error: {readme}: {e}\n")
-            return 1
-        fileio.atomic_write(readme, updated)
-        sys.stdout.write(f"Updated the bench block of {readme}\n")
-    return 1 if any(r.get("error") for r in ours) else 0
+            "peers_status": peers_status, "notes": notes, "wall_s": time.time() - began,
+            "load_average": [load_start, os.getloadavg()[0]]}
+    return {"schema": "bert-finetune-bench/1", "meta": meta, "records": completed,
+            "gemm": [r for r in ours if r.get("kind") in ("peak", "gemm_bound")],
+            "peers": peer_records}
 
 
 def _peers(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], str]:

@@ -91,7 +91,7 @@ def header_lines(meta: dict) -> list[str]:
         f"`make bench{'-quick' if meta.get('quick') else ''}` on {meta['date']}: "
         f"{host['cpu_model']}, {host['cpu_count']} cores ({shown}); "
         f"TensorFlow {meta.get('tensorflow', '?')}, Python {host.get('python', '?')}; "
-        f"wall time {meta.get('wall_s', 0) / 60:.1f} min.",
+        f"wall time {meta.get('wall_s', 0) / 60:.1f} min{_load(meta)}.",
         f"GEMM peak measured by TF in this run: {peak_text}.",
         f"Seq {spec.SEQ}, batch {spec.BATCH}, random weights. ex/s: median step; MFU: median "
         "against the peak of the row's precision (FLOPs as ../shared/bench/README.md); "
@@ -101,6 +101,15 @@ def header_lines(meta: dict) -> list[str]:
     ]
     lines += meta.get("notes", [])
     return lines
+
+
+def _load(meta: dict) -> str:
+    """The 1-minute load average at the start and end: how much else shared the CPU."""
+    load = meta.get("load_average")
+    if not load:
+        return ""
+    return (f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end "
+            f"({meta['host']['cpu_count']} cores)")
 
 
 def accumulation_line(records: list[dict]) -> str | None:
