@@ -82,11 +82,12 @@ def header_lines(meta: dict) -> list[str]:
     """What the figures were measured on, and how to read them."""
     host = meta["host"]
     flags = host.get("cpu_flags", {})
-    shown = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()
-                      if k in ("avx512f", "avx512_bf16", "amx_bf16"))
+    shown = ", ".join(f"{k} {'yes' if flags.get(k) else 'no'}"
+                      for k in ("avx512f", "avx512_bf16", "amx_bf16"))
     peaks = meta.get("peaks", {})
-    peak_text = "; ".join(f"{p} {v['flops'] / 1e9:.1f} GFLOP/s (n={v['n']}, {v['entry']})"
-                          for p, v in peaks.items()) or "not measured"
+    peak_text = "; ".join(f"{p} {peaks[p]['flops'] / 1e9:.1f} GFLOP/s (n={peaks[p]['n']}, "
+                          f"{peaks[p]['entry']})" for p in ("fp32", "bf16") if p in peaks
+                          ) or "not measured"
     lines = [
         f"`make bench{'-quick' if meta.get('quick') else ''}` on {meta['date']}: "
         f"{host['cpu_model']}, {host['cpu_count']} cores ({shown}); "
