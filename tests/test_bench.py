@@ -63,7 +63,9 @@ def test_plan_iterations_and_accumulation_pair():
     quick, _ = spec.plan(spec.QUICK_SIZES, ("fp32",), (False,), True, NATIVE, iters=2)
     assert all(j.iters_for("train") == (spec.QUICK_ITERS[0], 2)
                for j in quick if j.kind == "model")
-    assert quick[-1].size == "minilm-l6"  # the accumulation pair uses the run's largest size
+    # The accumulation pair uses the run's largest size; the peaks are measured again last.
+    assert [j.size for j in quick if j.role == "accumulation"] == ["minilm-l6"] * 2
+    assert quick[-1].kind == "gemm" and quick[-1].role == "peak" and not quick[-1].sizes
     # A job crosses the process boundary as JSON.
     for job in jobs:
         assert spec.Job.from_dict(json.loads(json.dumps(job.to_dict()))) == job
@@ -152,6 +154,14 @@ def test_render_again_from_json_into_the_readme(tmp_path, capsys):
     assert readme.read_text() == f"# R\n{report.BEGIN}\n{md}{report.END}\nrest\n"
     printed = capsys.readouterr().out
     assert "Test CPU" in printed and "train 4×8" in printed and "2.00×" in printed
+
+
+def test_the_better_of_the_two_peak_measurements_counts():
+    first = {"kind": "peak", "precision": "fp32", "flops": 150e9}
+    again = {"kind": "peak", "precision": "fp32", "flops": 180e9}
+    bf16 = {"kind": "peak", "precision": "bf16", "flops": 300e9}
+    failed = {"kind": "gemm", "precision": "bf16", "error": "child exited 1"}
+    assert report.best_peaks([first, bf16, failed, again]) == {"fp32": again, "bf16": bf16}
 
 
 def test_readme_block_replacement():

@@ -184,7 +184,7 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
                      "the peers'), not the defaults.")
     peer_records, peers_status = _peers(args, out_dir)
 
-    peaks = {r["precision"]: r for r in ours if r.get("kind") == "peak"}
+    peaks = report.best_peaks(ours)
     bounds = [r for r in ours if r.get("kind") == "gemm_bound"]
     models = [r for r in ours if r.get("kind") == "model"] + skipped
     completed = report.complete(models, peaks, bounds, peer_records)

@@ -12,6 +12,16 @@ COLUMNS = ["model", "mode", "prec", "XLA", "ex/s", "best ex/s", "MFU", "of GEMM 
 MODEL_ORDER = {name: i for i, name in enumerate(spec.FULL_SIZES)}
 
 
+def best_peaks(records: list[dict]) -> dict[str, dict]:
+    """{precision: the fastest of the `peak` records} (measured before and after our jobs)."""
+    peaks: dict[str, dict] = {}
+    for r in records:
+        if r.get("kind") == "peak" and not r.get("error") and (
+                r["flops"] > peaks.get(r["precision"], {}).get("flops", 0)):
+            peaks[r["precision"]] = r
+    return peaks
+
+
 def complete(records: list[dict], peaks: dict[str, dict], bounds: list[dict],
              peer_records: list[dict]) -> list[dict]:
     """Adds to each of our model records: the peak of its precision and MFU (median step), the
@@ -93,7 +103,8 @@ def header_lines(meta: dict) -> list[str]:
         f"{host['cpu_model']}, {host['cpu_count']} cores ({shown}); "
         f"TensorFlow {meta.get('tensorflow', '?')}, Python {host.get('python', '?')}; "
         f"wall time {meta.get('wall_s', 0) / 60:.1f} min{_load(meta)}.",
-        f"GEMM peak measured by TF in this run: {peak_text}.",
+        f"GEMM peak measured by TF in this run (the better of before and after our "
+        f"configurations): {peak_text}.",
         f"Seq {spec.SEQ}, batch {spec.BATCH}, random weights. ex/s: median step; MFU: median "
         "against the peak of the row's precision (FLOPs as ../shared/bench/README.md); "
         "of GEMM bound, × HF and × keras-hub: best step against best step (keras-hub at the "
