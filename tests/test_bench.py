@@ -110,7 +110,7 @@ def _completed() -> tuple[dict, list[dict]]:
             "host": {"cpu_model": "Test CPU", "cpu_count": 2, "cpu_flags": NATIVE,
                      "python": "3.11"},
             "peaks": peaks, "peers_status": "peers: 4 records", "wall_s": 60,
-            "load_average": [0.5, 1.25]}
+            "load_average": [0.5, 1.25], "peak_measurements": 2}
     return meta, report.complete(ours + [skipped], peaks, bounds, peer_records)
 
 
@@ -138,6 +138,7 @@ def test_complete_ratios_from_best_steps_and_rendering():
     assert "Test CPU, 2 cores (avx512f yes, avx512_bf16 yes, amx_bf16 no)" in md
     assert "1×32 3.00 GiB, 4×8 1.00 GiB (0.33×); HF 2.00 GiB (ours 1×32 / HF = 1.50×)" in md
     assert "load average 0.5 at the start, 1.2 at the end (2 cores)" in md
+    assert "in this run (the better of two measurements, before and after our" in md
     text = report.format_text(meta, done)
     assert "2026-12-03 14:00 UTC" in text and "GEMM peak measured by TF" in text
 

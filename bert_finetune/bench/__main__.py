@@ -192,7 +192,9 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
     meta = {"date": date, "host": host, "tensorflow": tf_version, "quick": args.quick,
             "peaks": {p: {k: v[k] for k in ("flops", "n", "entry")} for p, v in peaks.items()},
             "peers_status": peers_status, "notes": notes, "wall_s": time.time() - began,
-            "load_average": [load_start, os.getloadavg()[0]]}
+            "load_average": [load_start, os.getloadavg()[0]],
+            "peak_measurements": max((sum(1 for r in ours if r.get("kind") == "peak"
+                                          and r["precision"] == p) for p in peaks), default=0)}
     return {"schema": "bert-finetune-bench/1", "meta": meta, "records": completed,
             "gemm": [r for r in ours if r.get("kind") in ("peak", "gemm_bound")],
             "peers": peer_records}

@@ -98,13 +98,14 @@ def header_lines(meta: dict) -> list[str]:
     peak_text = "; ".join(f"{p} {peaks[p]['flops'] / 1e9:.1f} GFLOP/s (n={peaks[p]['n']}, "
                           f"{peaks[p]['entry']})" for p in ("fp32", "bf16") if p in peaks
                           ) or "not measured"
+    when = (" (the better of two measurements, before and after our configurations)"
+            if meta.get("peak_measurements", 1) > 1 else "")
     lines = [
         f"`make bench{'-quick' if meta.get('quick') else ''}` on {meta['date']}: "
         f"{host['cpu_model']}, {host['cpu_count']} cores ({shown}); "
         f"TensorFlow {meta.get('tensorflow', '?')}, Python {host.get('python', '?')}; "
         f"wall time {meta.get('wall_s', 0) / 60:.1f} min{_load(meta)}.",
-        f"GEMM peak measured by TF in this run (the better of before and after our "
-        f"configurations): {peak_text}.",
+        f"GEMM peak measured by TF in this run{when}: {peak_text}.",
         f"Seq {spec.SEQ}, batch {spec.BATCH}, random weights. ex/s: median step; MFU: median "
         "against the peak of the row's precision (FLOPs as ../shared/bench/README.md); "
         "of GEMM bound, × HF and × keras-hub: best step against best step (keras-hub at the "
