@@ -117,7 +117,8 @@ def encoder_gemms(size: spec.Size, precision: str, mode: str, seq: int = spec.SE
     Per layer: tokens [B*T, d] times Q, K, V, O [d, d], FFN [d, f] and [f, d]; attention
     Q K^T and probs V as [B, N, T, dh] batched matmuls. Train adds each matmul's two backward
     matmuls (dA = dC B^T, dB = A^T dC): exactly 3x the forward FLOPs, as spec.step_flops counts.
-    Operands are fixed random tensors (no activations, norms or copies between them).
+    Operands are fixed random tensors (no activations, norms or copies between them; per layer
+    only the weight slices [d, d] / [d, f] are read out of the stacked weights).
     """
     dtype = DTYPES[precision]
     d, f, heads, bt = size.hidden, size.intermediate, size.heads, batch * seq
@@ -130,36 +131,39 @@ def encoder_gemms(size: spec.Size, precision: str, mode: str, seq: int = spec.SE
     x, h = rand(bt, d), rand(bt, f)  # layer input [BT, d]; FFN activations [BT, f]
     q, k, v = rand(batch, heads, seq, dh), rand(batch, heads, seq, dh), rand(batch, heads, seq, dh)
     p = rand(batch, heads, seq, seq)  # attention probabilities [B, N, T, T]
-    grads = {"d": rand(bt, d), "f": rand(bt, f), "s": rand(batch, heads, seq, seq),
-             "c": rand(batch, heads, seq, dh)}
-    layers = [{"qkvo": [rand(d, d, scale=0.02) for _ in range(4)],
-               "ffn_in": rand(d, f, scale=0.02), "ffn_out": rand(f, d, scale=0.02)}
-              for _ in range(size.layers)]
+    # One output gradient per matmul: with a shared one, A^T dC of Q, K, V and O would be the
+    # same product, and TF would compute it once.
+    d_qkvo = [rand(bt, d) for _ in range(4)]
+    d_ffn_in, d_ffn_out = rand(bt, f), rand(bt, d)
+    d_scores, d_context = rand(batch, heads, seq, seq), rand(batch, heads, seq, dh)
+    qkvo = rand(size.layers, 4, d, d, scale=0.02)  # [L, 4, d, d]
+    ffn_in, ffn_out = rand(size.layers, d, f, scale=0.02), rand(size.layers, f, d, scale=0.02)
     train = mode == "train"
 
     def gemm(a, b, dc, transpose_b=False):
         """C = a @ b (b^T when transpose_b); train: also dA and dB from dC."""
-        out = [_first(tf.linalg.matmul(a, b, transpose_b=transpose_b))]
+        out = _first(tf.linalg.matmul(a, b, transpose_b=transpose_b))
         if train:
             if transpose_b:  # C = A B^T: dA = dC B, dB = dC^T A
-                out += [_first(tf.linalg.matmul(dc, b)),
-                        _first(tf.linalg.matmul(dc, a, transpose_a=True))]
+                out += (_first(tf.linalg.matmul(dc, b))
+                        + _first(tf.linalg.matmul(dc, a, transpose_a=True)))
             else:  # C = A B: dA = dC B^T, dB = A^T dC
-                out += [_first(tf.linalg.matmul(dc, b, transpose_b=True)),
-                        _first(tf.linalg.matmul(a, dc, transpose_a=True))]
+                out += (_first(tf.linalg.matmul(dc, b, transpose_b=True))
+                        + _first(tf.linalg.matmul(a, dc, transpose_a=True)))
         return out
 
     @tf.function
     def run():
-        outs = []
-        for w in layers:
-            for wi in w["qkvo"]:
-                outs += gemm(x, wi, grads["d"])
-            outs += gemm(x, w["ffn_in"], grads["f"])
-            outs += gemm(h, w["ffn_out"], grads["d"])
-            outs += gemm(q, k, grads["s"], transpose_b=True)  # scores [B, N, T, T]
-            outs += gemm(p, v, grads["c"])  # context [B, N, T, dh]
-        return tf.add_n(outs)
+        # A loop over the layers, not L unrolled copies: the attention operands are the same
+        # for every layer, and unrolled identical products would be computed only once.
+        total = tf.constant(0.0)
+        for i in tf.range(size.layers):
+            for j in range(4):
+                total += gemm(x, qkvo[i, j], d_qkvo[j])
+            total += gemm(x, ffn_in[i], d_ffn_in) + gemm(h, ffn_out[i], d_ffn_out)
+            total += gemm(q, k, d_scores, transpose_b=True)  # scores [B, N, T, T]
+            total += gemm(p, v, d_context)  # context [B, N, T, dh]
+        return total
 
     return lambda: run().numpy()
 
