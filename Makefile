@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all lint demo clean
+.PHONY: install test test-all lint demo bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# Speed side by side with the peers (../shared/bench/run-peers); BENCH_ARGS adds flags
+# (python -m bert_finetune.bench --help). `bench` also rewrites README.md's bench block.
+bench: $(STAMP)
+	$(PY) -m bert_finetune.bench --update_readme $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) -m bert_finetune.bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache demo_output
