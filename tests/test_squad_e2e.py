@@ -169,7 +169,9 @@ def test_v1_train_killed_resumed_and_predict(shared_dir, vocab, config_file, tmp
     assert f"Continuing training at step {killed_at} of {total}" in log
     steps = [int(s) for s in re.findall(rf"step (\d+)/{total}\b", log)]
     assert killed_at < steps[0] <= killed_at + per_loop and steps[-1] == total
-    assert re.search(r"Predict: \d+/\d+ batches +ETA", log)  # progress with ETA
+    # Prediction progress is the runner's (quiet under 5 s, tests/test_progress.py); the
+    # summary line always comes.
+    assert re.search(r"Predicted \d+ windows in [\d.]+ s; post-processing \d+ questions", log)
     assert re.search(r"post-processing 25 questions took", log)
     results = check_prediction_files(out, gold, v2=False)
     assert results["global_step"] == total
