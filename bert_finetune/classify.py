@@ -31,6 +31,7 @@ from bert_finetune.runner import loops, metrics
 RUN_FLAGS_FILE = task.RUN_FLAGS_FILE
 LABELS_FILE = "label_list.txt"
 TRAIN_SEED = 12345
+POOLINGS = ("cls", "mean")
 
 
 @dataclasses.dataclass
@@ -52,6 +53,10 @@ class ClassifyOptions(task.TaskOptions):
     # bert_config_file, vocab_file and init_checkpoint (which must be empty) and do_lower_case
     # (the module's tokenization_info decides).
     bert_hub_module_handle: str | None = None
+    # Beyond the original: what the classifier reads. "cls" = the pooler on [CLS] (the original);
+    # "mean" = the mean of the last layer over the real tokens (sentence encoders such as
+    # all-MiniLM-L6-v2 were trained that way; their pooler was not).
+    pooling: str = "cls"
 
 
 class ClassifierModel(tf.Module):
@@ -59,8 +64,11 @@ class ClassifierModel(tf.Module):
 
     def __init__(self, bert_config: modeling.BertConfig, num_labels: int, is_regression: bool,
                  use_one_hot_embeddings: bool = False, compute_dtype: str = "float32",
-                 encoder: tf.Module | None = None):
+                 encoder: tf.Module | None = None, pooling: str = "cls"):
         super().__init__(name="classifier_model")
+        if pooling not in POOLINGS:
+            raise UserError(f"--pooling={pooling}: use one of {', '.join(POOLINGS)}")
+        self.pooling = pooling
         # `encoder`: a loaded module's HubEncoder (same interface) instead of a new BertModel.
         self.bert = encoder if encoder is not None else modeling.BertModel(
             bert_config, use_one_hot_embeddings, compute_dtype)
@@ -73,11 +81,19 @@ class ClassifierModel(tf.Module):
         names.update(self.head.variables_by_name())
         return names
 
-    def forward(self, features: dict, training: bool):
-        """Returns (per_example_loss [B], logits [B, C], predictions)."""
+    def logits(self, features: dict, training: bool) -> tf.Tensor:
+        """input_ids/input_mask/segment_ids [B, T] -> logits [B, C] float32."""
         out = self.bert(features["input_ids"], features["input_mask"], features["segment_ids"],
                         training=training)
-        logits = self.head.logits(out["pooled_output"], training)
+        if self.pooling == "mean":
+            pooled = modeling.masked_mean(out["sequence_output"], features["input_mask"])
+        else:
+            pooled = out["pooled_output"]
+        return self.head.logits(pooled, training)
+
+    def forward(self, features: dict, training: bool):
+        """Returns (per_example_loss [B], logits [B, C], predictions)."""
+        logits = self.logits(features, training)
         per_example_loss, predictions = self.head.loss_and_predictions(logits,
                                                                        features["label_ids"])
         return per_example_loss, logits, predictions
@@ -127,6 +143,8 @@ def validate(opts: ClassifyOptions, processors: dict) -> list[str]:
         problems.append(f"--learning_rate={opts.learning_rate} must be positive")
     if not 0.0 <= opts.warmup_proportion <= 1.0:
         problems.append(f"--warmup_proportion={opts.warmup_proportion} must be in [0, 1]")
+    if opts.pooling not in POOLINGS:
+        problems.append(f"--pooling={opts.pooling}: use one of {', '.join(POOLINGS)}")
     if opts.data_dir and not tf.io.gfile.isdir(opts.data_dir):
         problems.append(f"--data_dir={opts.data_dir}: directory not found")
     if hub:
@@ -187,7 +205,8 @@ class _Context(task.TaskContext):
     def build_model(self, num_labels: int) -> ClassifierModel:
         with self.strategy.scope():
             return ClassifierModel(self.config, num_labels, self.is_regression,
-                                   self.use_one_hot, self.opts.compute_dtype, self.hub_encoder)
+                                   self.use_one_hot, self.opts.compute_dtype, self.hub_encoder,
+                                   self.opts.pooling)
 
     def write_records(self, examples: list, label_list: list, name: str) -> tuple[str, int]:
         path = os.path.join(self.record_dir, name)

@@ -186,14 +186,13 @@ class FeatureExtractor(tf.Module):
         """{"unique_ids": [B], "layer_output_j": [B, T, H] (pooling "none") or [B, H]}."""
         out = self.bert(features["input_ids"], features["input_mask"],
                         features["input_type_ids"], training=False)
-        mask = tf.cast(features["input_mask"], tf.float32)[:, :, tf.newaxis]  # [B, T, 1]
         result = {"unique_ids": features["unique_ids"]}
         for j, index in enumerate(self.layer_indexes):
             layer = tf.cast(out["all_encoder_layers"][index], tf.float32)  # [B, T, H]
             if self.pooling == "cls":
                 layer = layer[:, 0]
             elif self.pooling == "mean":  # real tokens only, [CLS]/[SEP] included
-                layer = tf.reduce_sum(layer * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+                layer = modeling.masked_mean(layer, features["input_mask"])
             result[f"layer_output_{j}"] = layer
         return result
 

@@ -147,6 +147,16 @@ def _dtype(compute_dtype: Any) -> tf.DType:
     return dtype
 
 
+def masked_mean(sequence: tf.Tensor, input_mask: tf.Tensor) -> tf.Tensor:
+    """Mean of sequence [B, T, H] over the real tokens (input_mask 1; [CLS]/[SEP] included) -> [B, H].
+
+    Computed in the sequence's dtype; an all-padding row gives zeros, not NaN.
+    """
+    mask = tf.cast(input_mask, sequence.dtype)[:, :, tf.newaxis]  # [B, T, 1]
+    return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(
+        tf.reduce_sum(mask, axis=1), tf.constant(1.0, sequence.dtype))
+
+
 def layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable) -> tf.Tensor:
     """LayerNorm over the last axis, computed in float32 whatever the input dtype."""
     x32 = tf.cast(x, tf.float32)

@@ -115,16 +115,9 @@ def _seeded_checkpoint(prefix: Path, config: dict) -> None:
                                                for k, v in arrays.items()})
 
 
-@pytest.fixture(scope="session")
-def tiny_classifier_run(tmp_path_factory, minilm_google: Path) -> Path:
-    """A bert-classify MRPC run (train 2 steps, predict 13 test rows) of a tiny model on the real
-    MiniLM vocab, through `python -m bert_finetune.cli.classify`. Treat it as read-only.
-
-    Both labels occur among the 13 predictions (tests check it, so that a label mix-up fails).
-    """
+def _tiny_classifier_run(root: Path, vocab_dir: Path, *extra_flags: str) -> Path:
     import os
 
-    root = tmp_path_factory.mktemp("tiny_classifier")
     data = root / "data"
     data.mkdir()
     # Header + rows, bytes as in GLUE (BOM included); max_seq_length 32 truncates most pairs.
@@ -138,10 +131,27 @@ def tiny_classifier_run(tmp_path_factory, minilm_google: Path) -> Path:
     out = root / "run"
     cmd = [sys.executable, "-m", "bert_finetune.cli.classify", "--task_name=MRPC",
            "--do_train=true", "--do_predict=true", f"--data_dir={data}",
-           f"--vocab_file={minilm_google / 'vocab.txt'}", f"--bert_config_file={config}",
+           f"--vocab_file={vocab_dir / 'vocab.txt'}", f"--bert_config_file={config}",
            f"--init_checkpoint={init}", "--max_seq_length=32", "--train_batch_size=8",
-           "--num_train_epochs=1", "--predict_batch_size=8", f"--output_dir={out}"]
+           "--num_train_epochs=1", "--predict_batch_size=8", f"--output_dir={out}", *extra_flags]
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tmp_path_factory, minilm_google: Path) -> Path:
+    """A bert-classify MRPC run (train 2 steps, predict 13 test rows) of a tiny model on the real
+    MiniLM vocab, through `python -m bert_finetune.cli.classify`. Treat it as read-only.
+
+    Both labels occur among the 13 predictions (tests check it, so that a label mix-up fails).
+    """
+    return _tiny_classifier_run(tmp_path_factory.mktemp("tiny_classifier"), minilm_google)
+
+
+@pytest.fixture(scope="session")
+def tiny_mean_pooled_run(tmp_path_factory, minilm_google: Path) -> Path:
+    """The same run as `tiny_classifier_run` (same data, init and seed) with `--pooling=mean`."""
+    return _tiny_classifier_run(tmp_path_factory.mktemp("tiny_mean_pooled"), minilm_google,
+                                "--pooling=mean")

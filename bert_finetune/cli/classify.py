@@ -54,6 +54,12 @@ with common_flags.flag_group("Fine-tuning from a module (run_classifier_with_tfh
         "Path or URL of a BERT module exported by bert-export, as run_classifier_with_tfhub.py: "
         "its encoder (fine-tuned), config, vocab and casing replace --bert_config_file, "
         "--vocab_file, --init_checkpoint and --do_lower_case.")
+flags.DEFINE_enum(
+    "pooling", "cls", list(classify.POOLINGS),
+    "What the classifier reads: cls = the pooler on [CLS] (the original); mean = the mean of the "
+    "last layer over the real tokens (for sentence encoders trained that way, e.g. "
+    "all-MiniLM-L6-v2; see configs/mrpc_small.flags). Recorded: later runs on the same "
+    "output_dir, bert-export and bert-predict use the trained one.")
 # Task options beyond the original.
 flags.DEFINE_string("xnli_language", "zh", "XNLI: the language to train and evaluate on.")
 flags.DEFINE_enum("input_format", "tsv", ["tsv", "csv", "jsonl"],
@@ -74,7 +80,8 @@ flags.DEFINE_bool("regression", False, "generic task: the label is a real number
 _GENERIC_FLAGS = ("input_format", "text_a_column", "text_b_column", "label_column", "has_header",
                   "labels", "train_file", "dev_file", "test_file", "regression")
 # What a later predict/eval run takes from the recorded run when not given again.
-_RECORDED = ("task_name", "max_seq_length", "do_lower_case", "xnli_language") + _GENERIC_FLAGS
+_RECORDED = ("task_name", "max_seq_length", "do_lower_case", "xnli_language",
+             "pooling") + _GENERIC_FLAGS
 
 
 def _recorded_run(output_dir: str | None) -> dict | None:

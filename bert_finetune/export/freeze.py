@@ -59,16 +59,15 @@ def run_dir_inference_function(run_dir: str):
     lower = record.get("do_lower_case", True) if lower is None else lower
     seq_len = int(record.get("max_seq_length", 128))
     is_regression = bool(record.get("task_flags", {}).get("regression", False))
-    model = classify.ClassifierModel(config, len(labels), is_regression)
+    model = classify.ClassifierModel(config, len(labels), is_regression,
+                                     pooling=record.get("pooling", "cls"))
     loops.restore_for_inference(model.variables_by_name(), run_dir, None)
     pre = tp.BertPreprocessor(os.path.join(run_dir, "vocab.txt"), lower, seq_len)
 
     @tf.function(autograph=False, input_signature=[TEXT_SPEC])
     def serve(text):
         features = pre(*tp.split_pairs(text))
-        out = model.bert(features["input_ids"], features["input_mask"],
-                         features["segment_ids"], training=False)
-        logits = model.head.logits(out["pooled_output"], training=False)
+        logits = model.logits(features, training=False)
         probs = logits[:, 0] if is_regression else tf.nn.softmax(logits, axis=-1)
         return {"probabilities": probs, "logits": logits}
 

@@ -217,9 +217,7 @@ class BertLayer(tf_keras.layers.Layer):
         sequence = out["sequence_output"]  # [B, T, H]
         if self.pooling is None:
             return sequence
-        mask = tf.cast(features["input_mask"], sequence.dtype)[:, :, tf.newaxis]  # [B, T, 1]
-        return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(
-            tf.reduce_sum(mask, axis=1), 1.0)  # [B, H]
+        return modeling.masked_mean(sequence, features["input_mask"])  # [B, H]
 
     def compute_output_shape(self, input_shape):
         h = self.bert_config.hidden_size

@@ -43,6 +43,7 @@ class RunRecord:
     sentence_pair: bool  # the task's examples have a text_b
     task_name: str
     checkpoint: str  # prefix of the latest model.ckpt-N
+    pooling: str = "cls"  # what the classifier reads (bert-classify --pooling)
 
     @property
     def placeholder_label(self) -> str:
@@ -51,7 +52,8 @@ class RunRecord:
 
     def build_model(self) -> classify.ClassifierModel:
         """The ClassifierModel with the run's latest fine-tuned weights (every variable)."""
-        model = classify.ClassifierModel(self.config, len(self.label_list), self.is_regression)
+        model = classify.ClassifierModel(self.config, len(self.label_list), self.is_regression,
+                                         pooling=self.pooling)
         loops.restore_for_inference(model.variables_by_name(), self.run_dir, None)
         return model
 
@@ -159,10 +161,14 @@ def load_run(run_dir: str, sentence_pair: bool | None = None) -> RunRecord:
     if head is None or head[0] != want:
         raise UserError(f"{checkpoint}: the classifier head has shape {head}, but "
                         f"{classify.LABELS_FILE} implies {want} outputs")
+    pooling = flags.get("pooling") or "cls"
+    if pooling not in classify.POOLINGS:
+        raise UserError(f"{os.path.join(run_dir, classify.RUN_FLAGS_FILE)}: unknown pooling "
+                        f"{pooling!r} (bert-classify writes one of {', '.join(classify.POOLINGS)})")
     return RunRecord(run_dir=run_dir, config=config, vocab_file=vocab_file,
                      do_lower_case=do_lower_case, max_seq_length=max_seq_length,
                      label_list=label_list, is_regression=is_regression, sentence_pair=pair,
-                     task_name=task_name, checkpoint=checkpoint)
+                     task_name=task_name, checkpoint=checkpoint, pooling=pooling)
 
 
 @dataclasses.dataclass
