@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -243,3 +244,13 @@ def ensure_output_dir(path: str | os.PathLike) -> None:
     except OSError as e:
         # E.g. a parent component is a file, no permission, or the bucket cannot be reached.
         raise UserError(f"--output_dir={path} cannot be created: {e.strerror or e}") from e
+
+
+def json_line(record) -> str:
+    """`record` as one JSON line ("...\\n"): UTF-8 text kept readable, but U+2028/U+2029 escaped.
+
+    json.dumps(ensure_ascii=False) leaves those two separators raw; they are valid JSON, yet
+    Python's str.splitlines() and JavaScript readers break the line there.
+    """
+    text = json.dumps(record, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"

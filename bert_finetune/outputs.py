@@ -11,7 +11,6 @@ Paths may be local or remote (`gs://...`, through tf.io.gfile; see `fileio`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bert_finetune.errors import UserError
-from bert_finetune.fileio import atomic_open, read_text
+from bert_finetune.fileio import atomic_open, json_line, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def write_predictions_jsonl(
                         str(lab): float(p) for lab, p in zip(label_list, row, strict=True)
                     },
                 }
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json_line(record))
 
 
 def _real_rows(probabilities: np.ndarray, num_real: int) -> np.ndarray:

@@ -142,3 +142,13 @@ def test_ensure_output_dir(tmp_path):
     a_file.write_text("")
     with pytest.raises(UserError, match=r"^--output_dir=.*out is a file, not a directory$"):
         fileio.ensure_output_dir(a_file)
+
+
+def test_predictions_jsonl_line_separators_stay_escaped(tmp_path):
+    # U+2028/U+2029 are valid in JSON strings but split lines for str.splitlines() and JS.
+    path = tmp_path / "predictions.jsonl"
+    guids = ["a\u2028b", "c\u2029d é"]
+    outputs.write_predictions_jsonl(path, guids, ["0", "1"], np.full((2, 2), 0.5, np.float32), 2)
+    text = path.read_text(encoding="utf-8")
+    assert "\u2028" not in text and "\u2029" not in text and "é" in text
+    assert [json.loads(line)["guid"] for line in text.splitlines()] == guids

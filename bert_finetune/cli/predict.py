@@ -16,7 +16,6 @@ ONNX, TFLite).
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import flags
@@ -100,11 +99,11 @@ def main(argv: list[str]) -> None:
         records = predict.predict_records(predictor, _examples(predictor.info),
                                           FLAGS.batch_size)
     if FLAGS.output_file:
-        rows = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]  # all, then write
+        rows = [fileio.json_line(r) for r in records]  # all, then write
         fileio.atomic_write(FLAGS.output_file, "".join(rows))
         return
     for i, record in enumerate(records, start=1):
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.write(fileio.json_line(record))
         if i % FLAGS.batch_size == 0:  # streaming: each batch as soon as it is answered
             sys.stdout.flush()
     sys.stdout.flush()
