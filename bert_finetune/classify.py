@@ -322,7 +322,7 @@ def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list
                  len(examples) - num_real)
     logging.info("  Batch size = %d", batch_size)
     step = loops.restore_for_inference(model.variables_by_name(), ctx.opts.output_dir,
-                                       ctx.opts.init_checkpoint)
+                                       ctx.opts.init_checkpoint, ctx.opts.bert_hub_module_handle)
     out = loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size),
                               num_examples=len(examples), what=f"Running on {name}")
     return out, step, num_real

@@ -236,7 +236,7 @@ def test_bfloat16_training(tmp_path, init_checkpoint):
     assert saved["output_weights"].dtype == np.float32
 
 
-def test_restore_for_inference(tmp_path, init_checkpoint):
+def test_restore_for_inference(tmp_path, init_checkpoint, caplog):
     init = _read_checkpoint(init_checkpoint)
     out = tmp_path / "out"
     name = "bert/pooler/dense/kernel"
@@ -261,3 +261,10 @@ def test_restore_for_inference(tmp_path, init_checkpoint):
     # Neither: random weights, step 0.
     assert loops.restore_for_inference(_model().variables_by_name(), str(tmp_path / "x"),
                                        None) == 0
+    # An encoder loaded from a module is said so, not "random weights".
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        loops.restore_for_inference(_model().variables_by_name(), str(tmp_path / "x"), None,
+                                    "/m/bert_module")
+    assert "the encoder of /m/bert_module and an untrained head" in caplog.text
+    assert "random weights" not in caplog.text

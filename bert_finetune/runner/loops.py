@@ -355,8 +355,11 @@ def _require_static_shapes(element_spec, batch_only: bool = False) -> None:
 
 
 def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
-                          init_checkpoint: str | None) -> int:
+                          init_checkpoint: str | None, encoder_source: str | None = None) -> int:
     """Loads the latest fine-tuned checkpoint of output_dir, else init_checkpoint (encoder only).
+
+    `encoder_source` names where the encoder's weights already came from (a module), for the
+    message when neither checkpoint exists.
 
     Returns the global step of the checkpoint used (0 for init_checkpoint / fresh weights).
     """
@@ -372,6 +375,9 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
         logging.warning("No fine-tuned checkpoint in %s: predicting with %s and an untrained "
                         "head", output_dir, init_checkpoint)
         checkpoints.init_from_checkpoint(variables, init_checkpoint)
+    elif encoder_source:
+        logging.warning("No fine-tuned checkpoint in %s: predicting with the encoder of %s and "
+                        "an untrained head", output_dir, encoder_source)
     else:
         logging.warning("No checkpoint at all: predicting with random weights")
     return 0
