@@ -21,7 +21,7 @@ import tensorflow as tf
 from conftest import REPO, TINY_CONFIG, require_shared
 from test_runner import BATCH, FEATURES, _model, dataset_fn
 
-TIMEOUT = 120  # seconds, per subprocess run
+TIMEOUT = 600  # seconds, per subprocess run: catches a hang, not a slow (shared) machine
 STEPS, SAVE_EVERY = 6, 3
 PREDICT_EXAMPLES = 9
 
