@@ -86,7 +86,9 @@ class ClassifierModel(tf.Module):
         out = self.bert(features["input_ids"], features["input_mask"], features["segment_ids"],
                         training=training)
         if self.pooling == "mean":
-            pooled = modeling.masked_mean(out["sequence_output"], features["input_mask"])
+            # float32: a bf16/fp16 sum over up to max_seq_length tokens would lose precision.
+            pooled = modeling.masked_mean(tf.cast(out["sequence_output"], tf.float32),
+                                          features["input_mask"])
         else:
             pooled = out["pooled_output"]
         return self.head.logits(pooled, training)

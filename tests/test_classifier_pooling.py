@@ -114,3 +114,16 @@ def test_predict_only_rerun_takes_the_recorded_pooling(tiny_mean_pooled_run, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.loadtxt(run / "test_results.tsv", ndmin=2),
                                reference(tiny_mean_pooled_run)[0], atol=FP32_TOL, rtol=0)
+
+
+def test_mean_pooling_in_bfloat16_stays_close_to_float32():
+    config = modeling.BertConfig(**TINY_CONFIG)
+    tf.random.set_seed(4)
+    fp32 = classify.ClassifierModel(config, 2, False, pooling="mean")
+    bf16 = classify.ClassifierModel(config, 2, False, compute_dtype="bfloat16", pooling="mean")
+    _same_weights(fp32, bf16)
+    features = _features([30, 7, 19], 32)
+    want = fp32.logits(features, training=False).numpy()
+    got = bf16.logits(features, training=False)
+    assert got.dtype == tf.float32  # the mean and the head run in float32
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-2, rtol=0)  # bf16 encoder: ~3 digits
