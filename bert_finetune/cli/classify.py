@@ -58,7 +58,7 @@ flags.DEFINE_enum(
     "pooling", "cls", list(classify.POOLINGS),
     "What the classifier reads: cls = the pooler on [CLS] (the original); mean = the mean of the "
     "last layer over the real tokens (for sentence encoders trained that way, e.g. "
-    "all-MiniLM-L6-v2; see configs/mrpc_small.flags). Recorded: later runs on the same "
+    "all-MiniLM-L6-v2; compared in the README's MRPC sweep). Recorded: later runs on the same "
     "output_dir, bert-export and bert-predict use the trained one.")
 # Task options beyond the original.
 flags.DEFINE_string("xnli_language", "zh", "XNLI: the language to train and evaluate on.")
