@@ -25,15 +25,31 @@ LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the ori
 ATTENTION_MASK_ADDER = -10000.0  # the original's additive mask on padded positions
 
 ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
-# "fused": one [H, 3H] matmul for query/key/value and one layout change (the default: fewer,
-# larger GEMMs); "plain": the original's three dense layers. Same variables, same numbers.
-ATTENTION_IMPLS = ("fused", "plain")
 
 
-def gelu(x: tf.Tensor) -> tf.Tensor:
-    """The original's GELU: the tanh approximation."""
-    cdf = 0.5 * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu_reference(x: tf.Tensor) -> tf.Tensor:
+    """The original's GELU (the tanh approximation), differentiated op by op by autodiff."""
+    cdf = 0.5 * (1.0 + tf.tanh(_GELU_C * (x + 0.044715 * tf.pow(x, 3))))
     return x * cdf
+
+
+@tf.custom_gradient
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """The original's GELU: the tanh approximation, with its derivative written out.
+
+    The forward is `gelu_reference`'s, op for op. Autodiff would keep five [B*T, I] tensors of
+    every layer (the model's largest activations) for the backward pass; this keeps two (x and
+    the tanh), which saves memory in training.
+    """
+    t = tf.tanh(_GELU_C * (x + 0.044715 * tf.pow(x, 3)))
+
+    def grad(dy: tf.Tensor) -> tf.Tensor:
+        return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 0.134145 * x * x))
+
+    return x * (0.5 * (1.0 + t)), grad
 
 
 def gelu_exact(x: tf.Tensor) -> tf.Tensor:
@@ -219,12 +235,8 @@ class BertModel(tf.Module):
     """
 
     def __init__(self, config: BertConfig, use_one_hot_embeddings: bool = False,
-                 compute_dtype: Any = tf.float32, scope: str = "bert",
-                 attention_impl: str = "fused"):
+                 compute_dtype: Any = tf.float32, scope: str = "bert"):
         super().__init__(name=scope)
-        if attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, not {attention_impl!r}")
-        self.attention_impl = attention_impl
         self.config = config
         self.use_one_hot_embeddings = use_one_hot_embeddings
         self.compute_dtype = _dtype(compute_dtype)
@@ -288,16 +300,9 @@ class BertModel(tf.Module):
         def heads(t):  # [B*T, H] -> [B, N, T, D]
             return tf.transpose(tf.reshape(t, [batch, seq, n, d]), [0, 2, 1, 3])
 
-        if self.attention_impl == "fused":
-            names = [prefix + f"attention/self/{part}" for part in ("query", "key", "value")]
-            kernel = tf.concat([self._w(n_ + "/kernel") for n_ in names], axis=1)  # [H, 3H]
-            bias = tf.concat([self._w(n_ + "/bias") for n_ in names], axis=0)  # [3H]
-            qkv = tf.reshape(tf.matmul(x2d, kernel) + bias, [batch, seq, 3, n, d])
-            q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # 3 x [B, N, T, D]
-        else:
-            q = heads(self._dense(x2d, prefix + "attention/self/query"))
-            k = heads(self._dense(x2d, prefix + "attention/self/key"))
-            v = heads(self._dense(x2d, prefix + "attention/self/value"))
+        q = heads(self._dense(x2d, prefix + "attention/self/query"))
+        k = heads(self._dense(x2d, prefix + "attention/self/key"))
+        v = heads(self._dense(x2d, prefix + "attention/self/value"))
         scores = tf.matmul(q, k, transpose_b=True) * tf.cast(1.0 / math.sqrt(d), q.dtype)
         # Softmax in float32: the -10000 adder and the exponentials need its range and precision.
         scores = tf.cast(scores, tf.float32) + mask_adder  # [B, N, T, T]
