@@ -28,11 +28,12 @@ ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715  # the cubic term of the tanh approximation
 
 
 def gelu_reference(x: tf.Tensor) -> tf.Tensor:
     """The original's GELU (the tanh approximation), differentiated op by op by autodiff."""
-    cdf = 0.5 * (1.0 + tf.tanh(_GELU_C * (x + 0.044715 * tf.pow(x, 3))))
+    cdf = 0.5 * (1.0 + tf.tanh(_GELU_C * (x + _GELU_A * tf.pow(x, 3))))
     return x * cdf
 
 
@@ -44,10 +45,10 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     every layer (the model's largest activations) for the backward pass; this keeps two (x and
     the tanh), which saves memory in training.
     """
-    t = tf.tanh(_GELU_C * (x + 0.044715 * tf.pow(x, 3)))
+    t = tf.tanh(_GELU_C * (x + _GELU_A * tf.pow(x, 3)))
 
     def grad(dy: tf.Tensor) -> tf.Tensor:
-        return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 0.134145 * x * x))
+        return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * x * x))
 
     return x * (0.5 * (1.0 + t)), grad
 

@@ -20,29 +20,23 @@ only by the order inside each window of 8 batches and by fp32 rounding.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import platform
 import time
 from unittest import mock
 
-from bert_finetune import classify
-from bert_finetune.data import length_buckets
-from bert_finetune.data.glue import PROCESSORS
+from absl import logging
 
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from bert_finetune.bench.spec import host_info
+from bert_finetune.cli import devices
 
 
 def run_side(name: str, args: argparse.Namespace) -> dict:
+    from bert_finetune import classify
+    from bert_finetune.data import length_buckets
+    from bert_finetune.data.glue import PROCESSORS
+
     out = os.path.join(args.work_dir, name)
     if os.path.exists(out):
         raise SystemExit(f"--work_dir: {out} exists; use a fresh --work_dir")
@@ -57,12 +51,10 @@ def run_side(name: str, args: argparse.Namespace) -> dict:
     problems = classify.validate(opts, PROCESSORS)
     if problems:
         raise SystemExit("; ".join(problems))
-    full_padding = (lambda max_len, *a, **k: [max_len]) if name == "full" else None
+    padding = (mock.patch.object(length_buckets, "bucket_lengths", lambda max_len, *_, **__: [max_len])
+               if name == "full" else contextlib.nullcontext())
     start = time.perf_counter()
-    if full_padding:
-        with mock.patch.object(length_buckets, "bucket_lengths", full_padding):
-            results = classify.run(opts, PROCESSORS["mrpc"]())
-    else:
+    with padding:
         results = classify.run(opts, PROCESSORS["mrpc"]())
     seconds = time.perf_counter() - start
     return {"side": name, "seconds": round(seconds, 1),
@@ -80,10 +72,13 @@ def main() -> None:
     parser.add_argument("--order", default="full,buckets")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    devices.probe_devices()  # as the commands do: no CUDA error line on a CPU-only machine
+    logging.set_verbosity(logging.INFO)  # the runner's progress lines (step, loss, ex/s, ETA)
     rows = [run_side(name, args) for name in args.order.split(",")]
     by = {r["side"]: r for r in rows}
     ratio = by["buckets"]["seconds"] / by["full"]["seconds"]
-    report = {"cpu": _cpu(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+    host = host_info()
+    report = {"cpu": host["cpu_model"], "cores": host["cpu_count"], "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                            time.gmtime()),
               "seed": args.seed, "rows": rows, "time_ratio_buckets_to_full": round(ratio, 3)}
     print("| padding | wall time | dev accuracy | dev F1 |\n|---|---|---|---|")
