@@ -184,7 +184,8 @@ def run(opts: PretrainingOptions) -> dict:
         if opts.do_train:
             _train(ctx, model, files)
         if opts.do_eval and ctx.chief:
-            results = evaluate(opts, ctx.strategy, model, files)
+            results = evaluate(opts, ctx.strategy, model, files,
+                               ctx.inference_xla(opts.max_eval_steps))
     finally:
         ctx.close()
     return results
@@ -230,8 +231,8 @@ def eval_metrics(out: dict[str, np.ndarray], batch_size: int) -> dict:
     }
 
 
-def evaluate(opts: PretrainingOptions, strategy, model: PretrainingModel, files: list[str]
-             ) -> dict:
+def evaluate(opts: PretrainingOptions, strategy, model: PretrainingModel, files: list[str],
+             use_xla: bool = False) -> dict:
     """`max_eval_steps` batches of the records (repeated, as the original), into eval_results.txt."""
     logging.info("***** Running evaluation *****")
     logging.info("  Batch size = %d", opts.eval_batch_size)
@@ -240,7 +241,7 @@ def evaluate(opts: PretrainingOptions, strategy, model: PretrainingModel, files:
     input_fn = pretraining_records.input_fn_builder(
         files, opts.max_seq_length, opts.max_predictions_per_seq, is_training=False)
     dataset = input_fn({"batch_size": opts.eval_batch_size}).take(opts.max_eval_steps)
-    out = loops.run_inference(strategy, model, dataset)
+    out = loops.run_inference(strategy, model, dataset, use_xla=use_xla)
     results = eval_metrics(out, opts.eval_batch_size)
     results["global_step"] = np.int64(step)
     outputs.write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)

@@ -16,10 +16,11 @@ import shutil
 import tempfile
 
 import tensorflow as tf
+from absl import logging
 
 from bert_finetune import checkpoints, fileio, modeling, optimization, outputs, tokenization
 from bert_finetune.errors import UserError
-from bert_finetune.runner import distribute, loops
+from bert_finetune.runner import distribute, loops, xla
 
 RUN_FLAGS_FILE = "run_flags.json"
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -46,7 +47,7 @@ class TaskOptions:
     # Additions.
     keep_checkpoint_max: int = 5
     compute_dtype: str = "float32"
-    use_xla: bool = False
+    use_xla: bool | None = None  # None: the default per device (runner.xla)
     distribution_strategy: str = "auto"
     log_every_n_steps: int = 100
     gradient_accumulation_steps: int = 1
@@ -247,7 +248,7 @@ class TaskContext:
         self.strategy = strategy if strategy is not None else make_strategy(opts)
         self.chief = distribute.is_chief(self.strategy)
         # Fixed batch shapes (drop_remainder, padding examples) where XLA or a TPU needs them.
-        self.static_shapes = opts.use_tpu or opts.use_xla
+        self.static_shapes = bool(opts.use_tpu or opts.use_xla)
         # Non-chief workers keep their record files out of output_dir.
         self.record_dir = opts.output_dir if self.chief else tempfile.mkdtemp(prefix="bert_w_")
         one_hot = opts.use_one_hot_embeddings
@@ -264,6 +265,12 @@ class TaskContext:
         if not self.chief:
             shutil.rmtree(self.record_dir, ignore_errors=True)
 
+    def inference_xla(self, num_batches: int | None) -> bool:
+        """Whether to compile inference over num_batches batches with XLA (logs the reason)."""
+        use, why = xla.inference_xla(self.opts.use_xla, self.strategy, num_batches)
+        logging.info("  XLA for inference: %s (%s)", "on" if use else "off", why)
+        return use
+
     def train_options(self, num_train_steps: int, num_warmup_steps: int, train_batch_size: int,
                       learning_rate: float) -> loops.TrainOptions:
         opts = self.opts
@@ -273,7 +280,7 @@ class TaskContext:
             learning_rate=learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
             iterations_per_loop=opts.iterations_per_loop,
             keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-            use_xla=opts.use_xla, dynamic_loss_scale=opts.compute_dtype == "float16",
+            use_xla=bool(opts.use_xla), dynamic_loss_scale=opts.compute_dtype == "float16",
             log_every_n_steps=opts.log_every_n_steps,
             gradient_accumulation_steps=opts.gradient_accumulation_steps,
             optimizer=opts.optimizer)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import subprocess
+
+from bert_finetune import hardware
 
 SCHEMA = "bert-peer-bench/1"  # the peers' record schema; our records use peer = PEER
 PEER = "bert_finetune"
@@ -67,36 +68,9 @@ def encoder_matmul_params(size: Size) -> int:
 
 
 # -- the host ----------------------------------------------------------------------------------
-def lscpu() -> dict[str, str]:
-    """`lscpu` as {field: value} ({} where lscpu is missing)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False,
-                             env=dict(os.environ, LC_ALL="C")).stdout
-    except OSError:
-        return {}
-    fields = {}
-    for line in out.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
 def host_info() -> dict:
     """CPU model, core count and the flags that decide the fast paths."""
-    fields = lscpu()
-    flags = set(fields.get("Flags", "").split())
-    model = fields.get("Model name") or platform.processor() or "unknown"
-    if not flags:  # no lscpu: /proc/cpuinfo
-        try:
-            with open("/proc/cpuinfo") as fh:
-                for line in fh:
-                    if line.startswith("flags") and not flags:
-                        flags = set(line.split(":", 1)[1].split())
-                    elif line.startswith("model name") and model in ("unknown", "", "x86_64"):
-                        model = line.split(":", 1)[1].strip()
-        except OSError:
-            pass
+    model, flags = hardware.cpu_model_and_flags()
     shown = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
     return {"cpu_model": model, "cpu_count": os.cpu_count(),
             "cpu_flags": {f: f in flags for f in shown},

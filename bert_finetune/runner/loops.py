@@ -385,18 +385,19 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
 
 def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
                   progress: Callable[[int], None] | None = None,
-                  num_examples: int | None = None, what: str = "Inference"
-                  ) -> dict[str, np.ndarray]:
+                  num_examples: int | None = None, what: str = "Inference",
+                  use_xla: bool = False) -> dict[str, np.ndarray]:
     """Runs `task.predict` on every batch of `dataset` (global batches, in order).
 
     Batches are split across replicas in order and gathered back, so row i of every output
     is example i. Under MultiWorkerMirroredStrategy each worker runs it locally. A run longer
     than a few seconds logs `what`'s progress (with an ETA when `num_examples` is given);
-    `progress(batches_done)` is also called after every batch.
+    `progress(batches_done)` is also called after every batch. `use_xla` compiles `task.predict`
+    with XLA (once per batch shape; see runner.xla for when that pays).
     """
     chunks: list[dict[str, np.ndarray]] = []
     shown = Progress(what, num_examples)
-    for chunk in iter_inference(strategy, task, dataset):
+    for chunk in iter_inference(strategy, task, dataset, use_xla):
         chunks.append(chunk)
         shown.advance(len(next(iter(chunk.values()))) if chunk else 0)
         if progress is not None:
@@ -407,24 +408,33 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
     return {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
 
 
-def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset
-                   ) -> Iterator[dict[str, np.ndarray]]:
+def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
+                   use_xla: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """`run_inference` one batch at a time: yields each batch's outputs (flat memory)."""
-    use_strategy = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if use_strategy:
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
-
-        # reduce_retracing: batches padded to a few bucket lengths share one generic trace.
-        @tf.function(reduce_retracing=True)
-        def step(features):
-            outputs = strategy.run(task.predict, args=(features,))
-            return tf.nest.map_structure(
-                lambda t: tf.concat(strategy.experimental_local_results(t), axis=0), outputs)
-    else:
-        dist = dataset
-        step = tf.function(task.predict, reduce_retracing=True)
-    for features in dist:
+        dataset = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    step = inference_step(strategy, task, use_xla)
+    for features in dataset:
         yield {k: v.numpy() for k, v in step(features).items()}
 
+
+def inference_step(strategy: tf.distribute.Strategy, task, use_xla: bool = False):
+    """The tf.function that runs `task.predict` on one global batch and gathers the replicas.
+
+    Under MultiWorkerMirroredStrategy each worker runs its batch locally. With `use_xla` each
+    replica's forward pass is compiled by XLA (once per batch shape), not the gather.
+    """
+    predict = tf.function(task.predict, jit_compile=True) if use_xla else task.predict
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return tf.function(predict, reduce_retracing=True)
+
+    # reduce_retracing: batches padded to a few bucket lengths share one generic trace.
+    @tf.function(reduce_retracing=True)
+    def step(features):
+        outputs = strategy.run(predict, args=(features,))
+        return tf.nest.map_structure(
+            lambda t: tf.concat(strategy.experimental_local_results(t), axis=0), outputs)
+
+    return step

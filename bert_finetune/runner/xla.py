@@ -1,0 +1,46 @@
+"""Where XLA (jit_compile) is used: `--use_xla` when given, else the default measured per device.
+
+Measured with `make bench` and whole runs (README, "XLA by device"):
+- training: XLA was slower than plain TensorFlow on every CPU measured (AVX2-only and AVX-512),
+  so the default is off; `--use_xla=true` compiles the gradient step (fixed shapes).
+- inference: on AVX2-only CPUs XLA ran the forward pass 1.2-1.7x faster; on AVX-512 CPUs
+  oneDNN's kernels were faster. XLA compiles once per batch shape (about 1-3 s each on CPU,
+  up to one per bucket length), which a short run does not earn back: whole `bert-classify
+  --do_eval` runs (all-MiniLM-L6-v2, eval batch 8, AVX2-only AMD EPYC) took 27 vs 16 s with
+  XLA on vs off for 51 batches (MRPC), 22.6 vs 21.5 s for 109 (SST-2), 32 vs 47 s for 188
+  (STS-B) and 103-108 vs 148 s for 683 (QNLI). So the default turns it on only for AVX2-only
+  CPUs and runs of at least MIN_INFERENCE_BATCHES batches.
+- GPU: not measured here, so off unless asked for. TPU compiles everything anyway.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from bert_finetune import hardware
+from bert_finetune.runner.distribute import is_tpu
+
+MIN_INFERENCE_BATCHES = 128
+
+
+def inference_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
+                  num_batches: int | None) -> tuple[bool, str]:
+    """(compile the inference step with XLA?, why, for the log) for a run of num_batches batches.
+
+    `use_xla` is the flag: True/False as given, None for the per-device default.
+    """
+    if is_tpu(strategy):
+        return False, "TPU: the step is compiled by the TPU runtime"
+    if use_xla is not None:
+        return bool(use_xla), f"--use_xla={str(bool(use_xla)).lower()}"
+    if tf.config.list_logical_devices("GPU"):
+        return False, "default on GPU (not measured): off"
+    if hardware.has_avx512():
+        return False, "default on AVX-512 CPUs (oneDNN measured faster): off"
+    if num_batches is None or num_batches < MIN_INFERENCE_BATCHES:
+        what = "an unknown number of" if num_batches is None else str(num_batches)
+        return False, (f"default on AVX2-only CPUs: off for {what} batches (on from "
+                       f"{MIN_INFERENCE_BATCHES}: compiling each shape would cost more than "
+                       "it saves)")
+    return True, (f"default on AVX2-only CPUs for runs of >= {MIN_INFERENCE_BATCHES} batches "
+                  f"({num_batches}): on, measured faster")
