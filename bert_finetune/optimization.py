@@ -205,24 +205,29 @@ class AdamWeightDecay(tf.Module):
         keep,
     ) -> None:
         # In the cross-replica context: `update` runs `_apply_one` once per copy of a mirrored
-        # variable, handing it that replica's gradient, slots and learning rate.
+        # variable, handing it that replica's gradient, slots and learning rate. One variable
+        # after another (control dependencies): run side by side, every variable's temporaries
+        # (new moments, update, new value: several times the model's size) would be alive at once.
+        previous: list = []
         for name, grad in zip(names, grads, strict=True):
-            strategy.extended.update(
-                self._params[name],
-                self._apply_one,
-                args=(
-                    grad,
-                    self._slots[f"{name}/adam_m"],
-                    self._slots[f"{name}/adam_v"],
-                    learning_rate,
-                    step,
-                    keep,
-                    name,
-                ),
-                group=False,
-            )
+            with tf.control_dependencies(previous):
+                done = strategy.extended.update(
+                    self._params[name],
+                    self._apply_one,
+                    args=(
+                        grad,
+                        self._slots[f"{name}/adam_m"],
+                        self._slots[f"{name}/adam_v"],
+                        learning_rate,
+                        step,
+                        keep,
+                        name,
+                    ),
+                    group=False,
+                )
+            previous = [op for op in tf.nest.flatten(done) if op is not None]
 
-    def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str) -> None:
+    def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str):
         grad = tf.cast(grad, tf.float32)
         next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
         next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
@@ -236,17 +241,17 @@ class AdamWeightDecay(tf.Module):
             update += self.weight_decay_rate * tf.cast(param, tf.float32)
         update_with_lr = learning_rate * update
         next_param = tf.cast(param, tf.float32) - update_with_lr
-        self._assign(param, m, v, next_param, next_m, next_v, keep)
+        return self._assign(param, m, v, next_param, next_m, next_v, keep)
 
     @staticmethod
-    def _assign(param, m, v, next_param, next_m, next_v, keep) -> None:
+    def _assign(param, m, v, next_param, next_m, next_v, keep):
+        """The three assignments, as one op (what the next variable's update waits for)."""
         if keep is not None:  # an overflowed float16 step: everything stays as it was
             next_param = tf.where(keep, tf.cast(param, tf.float32), next_param)
             next_m = tf.where(keep, m, next_m)
             next_v = tf.where(keep, v, next_v)
-        param.assign(tf.cast(next_param, param.dtype))
-        m.assign(next_m)
-        v.assign(next_v)
+        return tf.group(param.assign(tf.cast(next_param, param.dtype)), m.assign(next_m),
+                        v.assign(next_v))
 
 
 class LAMB(AdamWeightDecay):
@@ -278,7 +283,7 @@ class LAMB(AdamWeightDecay):
     def _do_layer_adaptation(self, param_name: str) -> bool:
         return not any(re.search(r, param_name) for r in self.exclude_from_layer_adaptation)
 
-    def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str) -> None:
+    def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str):
         grad = tf.cast(grad, tf.float32)
         p = tf.cast(param, tf.float32)
         next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
@@ -296,7 +301,7 @@ class LAMB(AdamWeightDecay):
                              tf.where(g_norm > 0.0, w_norm / tf.maximum(g_norm, 1e-30), 1.0),
                              1.0)
         next_param = p - ratio * learning_rate * update
-        self._assign(param, m, v, next_param, next_m, next_v, keep)
+        return self._assign(param, m, v, next_param, next_m, next_v, keep)
 
 
 # adamw: the original's AdamWeightDecay; adamw_bc: the same with Adam's bias correction (what
