@@ -23,7 +23,10 @@ import sys
 import tempfile
 import time
 
+from bert_finetune.allocator import use_bfc_allocator
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+use_bfc_allocator()  # as our commands run (bert_finetune.allocator)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
