@@ -54,8 +54,3 @@ def has_avx512() -> bool:
     """AVX-512 (avx512f): TensorFlow's oneDNN kernels are then faster than XLA's on CPU."""
     return "avx512f" in cpu_flags()
 
-
-def has_native_bf16() -> bool:
-    """bf16 arithmetic in hardware (AVX512_BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    flags = cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
