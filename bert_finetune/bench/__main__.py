@@ -189,7 +189,9 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
     models = [r for r in ours if r.get("kind") == "model"] + skipped
     completed = report.complete(models, peaks, bounds, peer_records)
     tf_version = next((r["versions"]["tensorflow"] for r in completed if r.get("versions")), "?")
+    onednn = next((r["host"].get("onednn") for r in ours if r.get("host")), None)
     meta = {"date": date, "host": host, "tensorflow": tf_version, "quick": args.quick,
+            "onednn": onednn,
             "peaks": {p: {k: v[k] for k in ("flops", "n", "entry")} for p, v in peaks.items()},
             "peers_status": peers_status, "notes": notes, "wall_s": time.time() - began,
             "load_average": [load_start, os.getloadavg()[0]],

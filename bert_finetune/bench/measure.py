@@ -24,9 +24,11 @@ import tempfile
 import time
 
 from bert_finetune.allocator import use_bfc_allocator
+from bert_finetune.onednn import onednn_enabled, use_onednn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-use_bfc_allocator()  # as our commands run (bert_finetune.allocator)
+use_bfc_allocator()  # as our commands run (bert_finetune.allocator, bert_finetune.onednn)
+use_onednn()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -172,7 +174,7 @@ def encoder_gemms(size: spec.Size, precision: str, mode: str, seq: int = spec.SE
 
 
 def gemm_job(job: spec.Job, emit) -> None:
-    host = spec.host_info()
+    host = {**spec.host_info(), "onednn": onednn_enabled()}
     for precision in job.precisions:
         t0 = time.time()
         peak = gemm_peak(precision)
@@ -238,7 +240,7 @@ def model_job(job: spec.Job, emit) -> None:
                             compute_dtype=COMPUTE_DTYPES[job.precision])
     batch = fixed_batch()
     params = sum(int(np.prod(v.shape)) for v in model.variables_by_name().values())
-    host = spec.host_info()
+    host = {**spec.host_info(), "onednn": onednn_enabled()}
     out_dir = tempfile.mkdtemp(prefix="bert_bench_")
     try:
         for mode in job.modes:

@@ -103,7 +103,7 @@ def header_lines(meta: dict) -> list[str]:
     lines = [
         f"`make bench{'-quick' if meta.get('quick') else ''}` on {meta['date']}: "
         f"{host['cpu_model']}, {host['cpu_count']} cores ({shown}); "
-        f"TensorFlow {meta.get('tensorflow', '?')}, Python {host.get('python', '?')}; "
+        f"TensorFlow {meta.get('tensorflow', '?')}{_onednn(meta)}, Python {host.get('python', '?')}; "
         f"wall time {meta.get('wall_s', 0) / 60:.1f} min{_load(meta)}.",
         f"GEMM peak measured by TF in this run{when}: {peak_text}.",
         f"Seq {spec.SEQ}, batch {spec.BATCH}, random weights. ex/s: median step; MFU: median "
@@ -114,6 +114,12 @@ def header_lines(meta: dict) -> list[str]:
     ]
     lines += meta.get("notes", [])
     return lines
+
+
+def _onednn(meta: dict) -> str:
+    """Whether TensorFlow ran its CPU kernels on oneDNN (bert_finetune.onednn)."""
+    on = meta.get("onednn")
+    return "" if on is None else f" (oneDNN {'on' if on else 'off'})"
 
 
 def _load(meta: dict) -> str:
