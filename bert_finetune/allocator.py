@@ -9,7 +9,9 @@ same or better speed.
 
 The variables are read when TensorFlow creates its CPU allocator (the first tensor), so
 `use_bfc_allocator()` runs before our commands import TensorFlow. A value the user set is kept.
-Libraries importing bert_finetune are not affected: only our programs call it.
+Libraries importing bert_finetune are not affected: only our programs call it. With oneDNN on
+(bert_finetune.onednn) TensorFlow allocates through oneDNN's CPU allocator, itself pooled;
+measured the same peak (BERT-Base training 6.48-6.52 GiB).
 """
 
 from __future__ import annotations

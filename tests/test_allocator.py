@@ -42,7 +42,10 @@ PROBE = textwrap.dedent("""
 def _allocator_of_a_command(**env_overrides) -> str:
     env = {k: v for k, v in os.environ.items()
            if k not in (allocator.USE_BFC, allocator.LIMIT_MB)}
-    env.update(env_overrides, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
+    # With oneDNN on, TensorFlow allocates through oneDNN's own pooled CPU allocator (which also
+    # keeps statistics) whatever this setting says; the setting is what counts with it off.
+    env.update(env_overrides, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1",
+               TF_ENABLE_ONEDNN_OPTS="0")
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
                          text=True, check=True, timeout=300).stdout
     return out.strip().splitlines()[-1]
