@@ -55,13 +55,13 @@ def _parity_main(root: Path) -> None:
         str(root / "init" / "init.ckpt"),
         {k: v.numpy() for k, v in _model().variables_by_name().items()})
 
-    def train(strategy: tf.distribute.Strategy, name: str) -> dict:
+    def train(strategy: tf.distribute.Strategy, name: str, accumulate: int = 1) -> dict:
         with strategy.scope():
             model = _model()
         options = loops.TrainOptions(
             output_dir=str(root / name), train_batch_size=BATCH, num_train_steps=STEPS,
             num_warmup_steps=1, learning_rate=1e-3, save_checkpoints_steps=SAVE_EVERY,
-            iterations_per_loop=1, init_checkpoint=init)
+            iterations_per_loop=1, init_checkpoint=init, gradient_accumulation_steps=accumulate)
         trainer = loops.Trainer(strategy, model, options)
         trainer.train(dataset_fn)
         return {"replicas": strategy.num_replicas_in_sync, "history": trainer.history}
@@ -75,6 +75,8 @@ def _parity_main(root: Path) -> None:
         shutil.copy(f, root / "resumed")
     (root / "resumed" / "checkpoint").write_text(f'model_checkpoint_path: "model.ckpt-{SAVE_EVERY}"')
     results["resumed"] = train(mirrored, "resumed")
+    # Each replica's 4 examples as 2 micro-batches of 2, summed in per-replica accumulators.
+    results["two_acc"] = train(mirrored, "two_acc", accumulate=2)
     (root / "results.json").write_text(json.dumps(results))
 
     # Inference: global batches of 4, 4 and 1 split across the replicas and gathered back.
@@ -88,7 +90,8 @@ def _parity_main(root: Path) -> None:
 
 
 def test_two_replicas_match_one(tmp_path):
-    """MirroredStrategy on 2 CPUs (per-replica batch 4) == default strategy (batch 8).
+    """MirroredStrategy on 2 CPUs (per-replica batch 4) == default strategy (batch 8), also
+    with gradient accumulation (2 micro-batches of 2 per replica).
 
     Tolerance: losses rtol 1e-5, weights and Adam slots atol 1e-5 (fp32; only the order of the
     gradient sums differs). The resumed 2-replica run must skip 2 batches per step it resumes.
@@ -106,11 +109,13 @@ def test_two_replicas_match_one(tmp_path):
     losses = np.array([v for _, v in one["history"]])
     assert len(set(losses.tolist())) == STEPS  # every step saw a different batch
     np.testing.assert_allclose([v for _, v in two["history"]], losses, rtol=1e-5)
+    assert results["two_acc"]["replicas"] == 2
+    np.testing.assert_allclose([v for _, v in results["two_acc"]["history"]], losses, rtol=1e-5)
     assert [s for s, _ in resumed["history"]] == list(range(SAVE_EVERY + 1, STEPS + 1))
     np.testing.assert_allclose([v for _, v in resumed["history"]], losses[SAVE_EVERY:], rtol=1e-5)
 
     want = _read_checkpoint(tmp_path / "one" / f"model.ckpt-{STEPS}")
-    for run in ("two", "resumed"):
+    for run in ("two", "resumed", "two_acc"):
         got = _read_checkpoint(tmp_path / run / f"model.ckpt-{STEPS}")
         assert set(got) == set(want)
         assert got["global_step"] == STEPS
