@@ -75,7 +75,7 @@ def _parity_main(root: Path) -> None:
         shutil.copy(f, root / "resumed")
     (root / "resumed" / "checkpoint").write_text(f'model_checkpoint_path: "model.ckpt-{SAVE_EVERY}"')
     results["resumed"] = train(mirrored, "resumed")
-    # Each replica's 4 examples as 2 micro-batches of 2, summed in per-replica accumulators.
+    # Each replica's 4 examples as 2 micro-batches of 2, their gradients summed per replica.
     results["two_acc"] = train(mirrored, "two_acc", accumulate=2)
     (root / "results.json").write_text(json.dumps(results))
 

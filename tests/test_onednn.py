@@ -26,9 +26,11 @@ def _env(**overrides) -> dict:
     return env
 
 
-def _run(code: str, **env) -> str:
-    return subprocess.run([sys.executable, "-c", code], env=_env(**env), capture_output=True,
-                          text=True, check=True, timeout=300).stdout.strip().splitlines()[-1]
+def _run(code: str, *args: str, **env) -> str:
+    """The last line `code` prints, run in a fresh Python with `env` over ours."""
+    return subprocess.run([sys.executable, "-c", code, *args], env=_env(**env),
+                          capture_output=True, text=True, check=True,
+                          timeout=300).stdout.strip().splitlines()[-1]
 
 
 def test_defaults_and_what_the_user_set_wins():
@@ -91,10 +93,7 @@ def test_onednn_computes_what_eigen_computes(tmp_path: Path):
     results = {}
     for value, expected in (("1", "True"), ("0", "False")):
         path = tmp_path / f"onednn{value}.npz"
-        out = subprocess.run([sys.executable, "-c", code, str(path)],
-                             env=_env(**{onednn.ONEDNN_OPTS: value}), capture_output=True,
-                             text=True, check=True, timeout=300).stdout.strip().splitlines()[-1]
-        assert out == expected
+        assert _run(code, str(path), **{onednn.ONEDNN_OPTS: value}) == expected
         results[value] = np.load(path)
     on, off = results["1"], results["0"]
     assert sorted(on.files) == sorted(off.files) and len(on.files) > 40
