@@ -83,6 +83,11 @@ class ClassifierModel(tf.Module):
 
     def logits(self, features: dict, training: bool) -> tf.Tensor:
         """input_ids/input_mask/segment_ids [B, T] -> logits [B, C] float32."""
+        if self.pooling == "cls" and isinstance(self.bert, modeling.BertModel):
+            # The head reads only the pooler: skip the last layer's other rows.
+            out = self.bert(features["input_ids"], features["input_mask"],
+                            features["segment_ids"], training=training, pooled_only=True)
+            return self.head.logits(out["pooled_output"], training)
         out = self.bert(features["input_ids"], features["input_mask"], features["segment_ids"],
                         training=training)
         if self.pooling == "mean":

@@ -293,28 +293,53 @@ class BertModel(tf.Module):
                        self._v("embeddings/LayerNorm/beta"))
         return dropout(x, c.hidden_dropout_prob, training)
 
-    def _attention(self, x2d, mask_adder, batch, seq, prefix, training):
-        """Self-attention on x2d [B*T, H]; mask_adder [B, 1, 1, T] float32. Returns [B*T, H]."""
+    def _attention(self, x2d, mask_adder, batch, seq, prefix, training, query2d=None):
+        """Self-attention on x2d [B*T, H]; mask_adder [B, 1, 1, T] float32. Returns [B*T, H].
+
+        `query2d` [B, H]: attend from those rows only (one query per sequence; the keys and
+        values are still every row of x2d). Returns [B, H] then.
+        """
         c = self.config
         n, d = c.num_attention_heads, c.size_per_head
+        rows = seq if query2d is None else 1
 
-        def heads(t):  # [B*T, H] -> [B, N, T, D]
-            return tf.transpose(tf.reshape(t, [batch, seq, n, d]), [0, 2, 1, 3])
+        def heads(t, length):  # [B*length, H] -> [B, N, length, D]
+            return tf.transpose(tf.reshape(t, [batch, length, n, d]), [0, 2, 1, 3])
 
-        q = heads(self._dense(x2d, prefix + "attention/self/query"))
-        k = heads(self._dense(x2d, prefix + "attention/self/key"))
-        v = heads(self._dense(x2d, prefix + "attention/self/value"))
+        q = heads(self._dense(x2d if query2d is None else query2d,
+                              prefix + "attention/self/query"), rows)
+        k = heads(self._dense(x2d, prefix + "attention/self/key"), seq)
+        v = heads(self._dense(x2d, prefix + "attention/self/value"), seq)
         scores = tf.matmul(q, k, transpose_b=True) * tf.cast(1.0 / math.sqrt(d), q.dtype)
         # Softmax in float32: the -10000 adder and the exponentials need its range and precision.
-        scores = tf.cast(scores, tf.float32) + mask_adder  # [B, N, T, T]
+        scores = tf.cast(scores, tf.float32) + mask_adder  # [B, N, rows, T]
         probs = tf.nn.softmax(scores, axis=-1)
         probs = dropout(probs, c.attention_probs_dropout_prob, training)
-        context = tf.matmul(tf.cast(probs, self.compute_dtype), v)  # [B, N, T, D]
-        return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * seq, n * d])
+        context = tf.matmul(tf.cast(probs, self.compute_dtype), v)  # [B, N, rows, D]
+        return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * rows, n * d])
+
+    def _layer(self, x2d, mask_adder, batch, seq, index, training, first_token_only=False):
+        """Transformer layer `index` on x2d [B*T, H] -> [B*T, H] (or [B, H]: the first token's
+        row only, with `first_token_only`; it still attends over every token)."""
+        c = self.config
+        p = f"encoder/layer_{index}/"
+        residual = x2d
+        query2d = None
+        if first_token_only:
+            residual = query2d = tf.reshape(x2d, [batch, seq, c.hidden_size])[:, 0, :]
+        attn = self._attention(x2d, mask_adder, batch, seq, p, training, query2d)
+        attn = dropout(self._dense(attn, p + "attention/output/dense"), c.hidden_dropout_prob,
+                       training)
+        attn = layer_norm(attn + residual, self._v(p + "attention/output/LayerNorm/gamma"),
+                          self._v(p + "attention/output/LayerNorm/beta"))
+        inter = self._dense(attn, p + "intermediate/dense", get_activation(c.hidden_act))
+        out = dropout(self._dense(inter, p + "output/dense"), c.hidden_dropout_prob, training)
+        return layer_norm(out + attn, self._v(p + "output/LayerNorm/gamma"),
+                          self._v(p + "output/LayerNorm/beta"))
 
     def __call__(self, input_ids: tf.Tensor, input_mask: tf.Tensor | None = None,
                  token_type_ids: tf.Tensor | None = None,
-                 training: bool = False) -> dict[str, Any]:
+                 training: bool = False, pooled_only: bool = False) -> dict[str, Any]:
         """Runs the encoder.
 
         Args:
@@ -322,10 +347,14 @@ class BertModel(tf.Module):
           input_mask: int [B, T], 1 for real tokens and 0 for padding (default all ones).
           token_type_ids: int [B, T] segment ids (default all zeros).
           training: applies dropout when True.
+          pooled_only: return only `pooled_output`, computing just the [CLS] row of the last
+            layer (the rest of it feeds nothing the pooler reads): same pooled output, the
+            last layer's cost down to its key/value projections.
 
         Returns: a dict with `sequence_output` [B, T, H], `pooled_output` [B, H],
           `all_encoder_layers` (a list of L tensors [B, T, H]), `embedding_output` [B, T, H]
-          and `embedding_table` [V, H]. Activations are in the compute dtype.
+          and `embedding_table` [V, H] (only `pooled_output` with `pooled_only`). Activations are
+          in the compute dtype.
         """
         c = self.config
         input_ids = tf.convert_to_tensor(input_ids)
@@ -342,27 +371,23 @@ class BertModel(tf.Module):
         mask = tf.cast(tf.reshape(input_mask, [batch, 1, 1, seq]), tf.float32)
         mask_adder = (1.0 - mask) * ATTENTION_MASK_ADDER  # [B, 1, 1, T]
 
-        act = get_activation(c.hidden_act)
         x2d = tf.reshape(embedding_output, [batch * seq, c.hidden_size])  # [B*T, H]
+        last = c.num_hidden_layers - 1
         all_layers = []
         for i in range(c.num_hidden_layers):
-            p = f"encoder/layer_{i}/"
-            attn = self._attention(x2d, mask_adder, batch, seq, p, training)
-            attn = dropout(self._dense(attn, p + "attention/output/dense"),
-                           c.hidden_dropout_prob, training)
-            attn = layer_norm(attn + x2d, self._v(p + "attention/output/LayerNorm/gamma"),
-                              self._v(p + "attention/output/LayerNorm/beta"))
-            inter = self._dense(attn, p + "intermediate/dense", act)  # [B*T, I]
-            out = dropout(self._dense(inter, p + "output/dense"), c.hidden_dropout_prob, training)
-            x2d = layer_norm(out + attn, self._v(p + "output/LayerNorm/gamma"),
-                             self._v(p + "output/LayerNorm/beta"))
+            if pooled_only and i == last:
+                # Only [CLS] of the last layer reaches the pooler: its other rows are not computed.
+                first_token = self._layer(x2d, mask_adder, batch, seq, i, training, True)
+                break
+            x2d = self._layer(x2d, mask_adder, batch, seq, i, training)
             all_layers.append(tf.reshape(x2d, [batch, seq, c.hidden_size]))
-
-        sequence_output = all_layers[-1]
-        first_token = sequence_output[:, 0, :]  # [B, H]
+        else:
+            first_token = all_layers[-1][:, 0, :]  # [B, H]
         pooled_output = self._dense(first_token, "pooler/dense", tf.tanh)
+        if pooled_only:
+            return {"pooled_output": pooled_output}
         return {
-            "sequence_output": sequence_output,
+            "sequence_output": all_layers[-1],
             "pooled_output": pooled_output,
             "all_encoder_layers": all_layers,
             "embedding_output": embedding_output,

@@ -87,6 +87,30 @@ def _variable_name(name: str) -> str:
     return m.group(1) if m is not None else name
 
 
+@tf.function(jit_compile=True)
+def _adam_weight_decay_step(param, grad, m, v, learning_rate, step, beta_1: float, beta_2: float,
+                            epsilon: float, weight_decay_rate: float, bias_correction: bool):
+    """One variable's (new param, new m, new v), float32, as the original computes them.
+
+    Compiled by XLA into one pass over the variable: run as a dozen element-wise TF ops, the
+    update of every variable read and wrote it about ten times (BERT-Mini's and MiniLM's steps
+    spent ~10% there). The constants are Python floats, folded in as the original's were.
+    """
+    grad = tf.cast(grad, tf.float32)
+    param = tf.cast(param, tf.float32)
+    next_m = beta_1 * m + (1.0 - beta_1) * grad
+    next_v = beta_2 * v + (1.0 - beta_2) * tf.square(grad)
+    if bias_correction:  # Adam's (and PyTorch/Keras AdamW's); not the original's
+        m_hat = next_m / (1.0 - tf.pow(beta_1, step))
+        v_hat = next_v / (1.0 - tf.pow(beta_2, step))
+        update = m_hat / (tf.sqrt(v_hat) + epsilon)
+    else:
+        update = next_m / (tf.sqrt(next_v) + epsilon)
+    if weight_decay_rate:
+        update += weight_decay_rate * param
+    return param - learning_rate * update, next_m, next_v
+
+
 class AdamWeightDecay(tf.Module):
     """Adam with decoupled weight decay and no bias correction (the original's optimizer).
 
@@ -228,19 +252,10 @@ class AdamWeightDecay(tf.Module):
             previous = [op for op in tf.nest.flatten(done) if op is not None]
 
     def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str):
-        grad = tf.cast(grad, tf.float32)
-        next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-        next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-        if self.bias_correction:  # Adam's (and PyTorch/Keras AdamW's); not the original's
-            m_hat = next_m / (1.0 - tf.pow(self.beta_1, step))
-            v_hat = next_v / (1.0 - tf.pow(self.beta_2, step))
-            update = m_hat / (tf.sqrt(v_hat) + self.epsilon)
-        else:
-            update = next_m / (tf.sqrt(next_v) + self.epsilon)
-        if self._do_use_weight_decay(name):
-            update += self.weight_decay_rate * tf.cast(param, tf.float32)
-        update_with_lr = learning_rate * update
-        next_param = tf.cast(param, tf.float32) - update_with_lr
+        next_param, next_m, next_v = _adam_weight_decay_step(
+            param.read_value(), grad, m.read_value(), v.read_value(), learning_rate, step, self.beta_1, self.beta_2, self.epsilon,
+            self.weight_decay_rate if self._do_use_weight_decay(name) else 0.0,
+            self.bias_correction)
         return self._assign(param, m, v, next_param, next_m, next_v, keep)
 
     @staticmethod

@@ -71,6 +71,21 @@ def test_mean_pooling_ignores_padding_and_differs_from_cls():
     assert np.abs(got - cls.logits(short, training=False).numpy()).max() > 1e-3
 
 
+def test_cls_classifier_skips_the_last_layers_other_rows_with_the_same_logits():
+    config = modeling.BertConfig(**TINY_CONFIG)
+    model = classify.ClassifierModel(config, 3, False)
+    features = _features([5, 9, 3], 12)
+    out = model.bert(features["input_ids"], features["input_mask"], features["segment_ids"],
+                     training=False)
+    want = model.head.logits(out["pooled_output"], training=False).numpy()
+    np.testing.assert_allclose(model.logits(features, training=False).numpy(), want, atol=1e-6,
+                               rtol=0)
+    graph = tf.function(lambda f: model.logits(f, False)).get_concrete_function(features).graph
+    rows = sorted(op.outputs[0].shape[0] for op in graph.get_operations()
+                  if op.type == "MatMul" and op.outputs[0].shape[-1] == config.intermediate_size)
+    assert rows == [3] + [36] * (config.num_hidden_layers - 1)
+
+
 def test_unknown_pooling_is_refused():
     config = modeling.BertConfig(**TINY_CONFIG)
     with pytest.raises(UserError, match="--pooling=max"):

@@ -92,6 +92,40 @@ def test_dropout_only_in_training():
     assert np.abs(a - c).max() > 1e-3
 
 
+def test_pooled_only_equals_the_full_pooled_output_and_its_gradients():
+    config = _tiny()
+    model = modeling.BertModel(config)
+    ids, mask, segments = _inputs()
+    variables = list(model.variables_by_name().values())
+    with tf.GradientTape(persistent=True) as tape:
+        full = model(ids, mask, segments)["pooled_output"]
+        short = model(ids, mask, segments, pooled_only=True)
+        loss_full = tf.reduce_sum(tf.square(full) * np.arange(config.hidden_size))
+        loss_short = tf.reduce_sum(tf.square(short["pooled_output"]) * np.arange(config.hidden_size))
+    assert sorted(short) == ["pooled_output"]
+    np.testing.assert_allclose(short["pooled_output"].numpy(), full.numpy(), atol=1e-6, rtol=0)
+    grads_full = tape.gradient(loss_full, variables)
+    grads_short = tape.gradient(loss_short, variables)
+    for var, a, b in zip(variables, grads_full, grads_short, strict=True):
+        assert (a is None) == (b is None), var.name
+        if a is not None:
+            np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(),
+                                       tf.convert_to_tensor(a).numpy(), atol=1e-5, rtol=1e-4,
+                                       err_msg=var.name)
+
+
+def test_pooled_only_computes_one_row_per_sequence_in_the_last_layer():
+    """The saving is real: the last layer's FFN runs on [B, I], the others on [B*T, I]."""
+    config = _tiny()
+    model = modeling.BertModel(config)
+    ids, mask, segments = _inputs(batch=3, seq=11)
+    fn = tf.function(lambda *a: model(*a, pooled_only=True)["pooled_output"])
+    graph = fn.get_concrete_function(ids, mask, segments).graph
+    ffn_rows = sorted(op.outputs[0].shape[0] for op in graph.get_operations()
+                      if op.type == "MatMul" and op.outputs[0].shape[-1] == config.intermediate_size)
+    assert ffn_rows == [3] + [33] * (config.num_hidden_layers - 1)
+
+
 @pytest.mark.parametrize("dtype,atol", [("float32", 1e-6), ("bfloat16", 2e-2)])
 def test_gelu_gradient_equals_autodiff(dtype, atol):
     # gelu's written-out derivative (it keeps 2 tensors for the backward pass, not 5) against
@@ -218,6 +252,9 @@ def _assert_parity(model: modeling.BertModel, ref) -> None:
     np.testing.assert_allclose(out["sequence_output"].numpy()[m], ref["sequence_output"][m],
                                atol=PARITY_ATOL, rtol=0)
     np.testing.assert_allclose(out["pooled_output"].numpy(), ref["pooled_output"],
+                               atol=PARITY_ATOL, rtol=0)
+    pooled = model(ref["input_ids"], ref["input_mask"], ref["segment_ids"], pooled_only=True)
+    np.testing.assert_allclose(pooled["pooled_output"].numpy(), ref["pooled_output"],
                                atol=PARITY_ATOL, rtol=0)
 
 

@@ -206,7 +206,8 @@ def test_xla_matches_no_xla(tmp_path, init_checkpoint):
         graph = trainer.train_steps.get_concrete_function(
             trainer.make_iterator(dataset_fn), tf.TensorSpec([], tf.int32)).graph
         compiled = [f.signature.name for f in graph.as_graph_def().library.function
-                    if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+                    if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b
+                    and "adam_weight_decay_step" not in f.signature.name]  # always compiled
         assert len(compiled) == int(use_xla), compiled  # the gradient function
     np.testing.assert_allclose([v for _, v in runs[True].history],
                                [v for _, v in runs[False].history], rtol=1e-4)

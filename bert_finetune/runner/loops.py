@@ -234,7 +234,10 @@ class Trainer:
             else:
                 began = tf.timestamp()
                 for _ in tf.range(num_steps):
-                    loss = one_step(iterator)
+                    # The clock read before the first step: nothing else orders it (a loop
+                    # invariant is not waited for when the loop starts, and a busy CPU ran it late).
+                    with tf.control_dependencies([began]):
+                        loss = one_step(iterator)
                     total += loss
                     done += 1
                     with tf.control_dependencies([loss]):  # the clock read after the step
