@@ -71,6 +71,33 @@ def test_plan_iterations_and_accumulation_pair():
         assert spec.Job.from_dict(json.loads(json.dumps(job.to_dict()))) == job
 
 
+def test_executed_flops_are_what_the_classifier_graph_multiplies():
+    """The executed-FLOP formula against the matmuls of the real classifier's forward graph."""
+    import tensorflow as tf
+
+    from bert_finetune import classify, modeling
+    size = spec.Size("tiny", 3, 32, 4, 37)
+    config = modeling.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3,
+                                 num_attention_heads=4, intermediate_size=37)
+    model = classify.ClassifierModel(config, 2, False)
+    batch, seq = 3, 11
+    features = {k: tf.ones([batch, seq], tf.int32) for k in ("input_ids", "input_mask",
+                                                              "segment_ids")}
+    graph = tf.function(lambda f: model.logits(f, False)).get_concrete_function(features).graph
+    counted = 0
+    for op in graph.get_operations():
+        if op.type in ("MatMul", "BatchMatMulV2"):
+            a = op.inputs[0].shape
+            transposed = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+            inner = a[-2] if transposed else a[-1]
+            counted += 2 * op.outputs[0].shape.num_elements() * inner
+    # Not in the formula: the one-hot token types, the pooler and the classifier's weights.
+    extra = 2 * batch * seq * config.type_vocab_size * 32 + 2 * batch * 32 * 32 + 2 * batch * 32 * 2
+    assert counted - extra == batch * spec.executed_forward_flops_per_sequence(size, seq)
+    assert spec.executed_forward_flops_per_sequence(size, seq) < spec.forward_flops_per_sequence(
+        size, seq)
+
+
 def _record(model="bert-mini", mode="train", precision="fp32", jit=False, times=(1.0, 0.8, 1.2),
             **extra):
     size = spec.SIZES[model]
@@ -80,7 +107,9 @@ def _record(model="bert-mini", mode="train", precision="fp32", jit=False, times=
          "precision": precision, "jit_compile": jit, "batch": 32, "step_time_s_min": min(times),
          "step_time_s_median": med, "examples_per_sec": 32 / med, "achieved_flops": flops / med,
          "peak_rss_bytes": 3 * 2 ** 30, "iters_timed": len(times), "error": None,
-         "gradient_accumulation_steps": 1}
+         "gradient_accumulation_steps": 1,
+         "flops_per_step": flops,
+         "executed_flops_per_step": spec.executed_step_flops(size, 128, 32, mode)}
     r.update(extra)
     return r
 
@@ -123,6 +152,8 @@ def test_complete_ratios_from_best_steps_and_rendering():
     assert train["gemm_bound_fraction"] == pytest.approx(0.5)  # 0.4 s / 0.8 s
     assert train["mfu"] == pytest.approx(spec.step_flops(spec.SIZES["bert-mini"], 128, 32,
                                                          "train") / 1.0 / 100e9)
+    executed = spec.executed_step_flops(spec.SIZES["bert-mini"], 128, 32, "train")
+    assert train["mfu_executed"] == pytest.approx(executed / 1.0 / 100e9)
     infer = done[1]
     assert infer["ratio_hf-torch"] is None and infer["gemm_bound_fraction"] is None
     assert done[2]["ratio_hf-torch"] is None  # accumulation rows are not peer configurations
@@ -138,6 +169,9 @@ def test_complete_ratios_from_best_steps_and_rendering():
     assert "Test CPU, 2 cores (avx512f yes, avx512_bf16 yes, amx_bf16 no)" in md
     assert "1×32 3.00 GiB, 4×8 1.00 GiB (0.33×); HF 2.00 GiB (ours 1×32 / HF = 1.50×)" in md
     assert "load average 0.5 at the start, 1.2 at the end (2 cores)" in md
+    assert ("it executes 79% (bert-mini) of the formula's FLOPs" in md
+            and f"MFU (fp32, XLA off): bert-mini train {executed / 100e9:.0%}, bert-mini infer"
+            in md)
     assert "in this run (the better of two measurements, before and after our" in md
     text = report.format_text(meta, done)
     assert "2026-12-03 14:00 UTC" in text and "GEMM peak measured by TF" in text

@@ -272,6 +272,8 @@ def model_job(job: spec.Job, emit) -> None:
                   "examples_per_sec": spec.BATCH / med,
                   "tokens_per_sec": spec.BATCH * spec.SEQ / med, "flops_per_step": flops,
                   "achieved_flops": flops / med,
+                  "executed_flops_per_step": spec.executed_step_flops(size, spec.SEQ,
+                                                                      spec.BATCH, mode),
                   "last_output_finite": bool(np.isfinite(np.asarray(last, np.float32)).all()),
                   "peak_rss_bytes": peak_rss_bytes(), "peak_device_mem_bytes": None,
                   "host": host, "isolated": True, "wall_s": wall,

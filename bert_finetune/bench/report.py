@@ -35,6 +35,9 @@ def complete(records: list[dict], peaks: dict[str, dict], bounds: list[dict],
             r["peak_flops_fp32"] = peaks.get("fp32", {}).get("flops")
             r["peak_flops_bf16"] = peaks.get("bf16", {}).get("flops")
             r["mfu"] = r["achieved_flops"] / peak if peak else None
+            executed = r.get("executed_flops_per_step")
+            r["mfu_executed"] = (executed / r["step_time_s_median"] / peak
+                                 if peak and executed else None)
             bound = next((b for b in bounds if b["model"] == r["model"]
                           and b["mode"] == r["mode"] and b["precision"] == r["precision"]), None)
             r["gemm_bound_step_s_min"] = bound["step_time_s_min"] if bound else None
@@ -149,6 +152,27 @@ def accumulation_line(records: list[dict]) -> str | None:
     return text + "."
 
 
+def executed_line(records: list[dict]) -> str | None:
+    """How many of the formula's FLOPs ours executes, and the MFU on those (fp32, XLA off)."""
+    rows = [r for r in records if r.get("kind") == "model" and not r.get("error")
+            and r.get("executed_flops_per_step") and not r.get("accumulation_row")]
+    if not rows:
+        return None
+    shares = {}
+    for r in rows:
+        shares.setdefault(r["model"], r["executed_flops_per_step"] / r["flops_per_step"])
+    text = ("Our classifier computes only [CLS] in the last layer (its head reads nothing else; "
+            "the same logits): it executes " + ", ".join(
+                f"{share:.0%} ({model})" for model, share in sorted(
+                    shares.items(), key=lambda kv: MODEL_ORDER.get(kv[0], 9)))
+            + " of the formula's FLOPs. MFU and the GEMM bound count the formula's FLOPs, as "
+            "for the peers")
+    mfus = [f"{r['model']} {r['mode']} {r['mfu_executed']:.0%}" for r in sorted(rows, key=_sort_key)
+            if r.get("mfu_executed") and r["precision"] == "fp32" and not r.get("jit_compile")]
+    return text + (f"; on the executed FLOPs, MFU (fp32, XLA off): {', '.join(mfus)}." if mfus
+                   else ".")
+
+
 def format_text(meta: dict, records: list[dict]) -> str:
     rows = [COLUMNS] + table_rows(records)
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -157,8 +181,8 @@ def format_text(meta: dict, records: list[dict]) -> str:
         lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    extra = accumulation_line(records)
-    return "\n".join(lines + ([f"\n{extra}"] if extra else [])) + "\n"
+    extra = [x for x in (accumulation_line(records), executed_line(records)) if x]
+    return "\n".join(lines + [f"\n{x}" for x in extra]) + "\n"
 
 
 def format_markdown(meta: dict, records: list[dict]) -> str:
@@ -168,8 +192,10 @@ def format_markdown(meta: dict, records: list[dict]) -> str:
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |"
               for row in table_rows(records)]
-    extra = accumulation_line(records)
-    return "\n".join(lines + (["", extra] if extra else [])) + "\n"
+    for extra in (accumulation_line(records), executed_line(records)):
+        if extra:
+            lines += ["", extra]
+    return "\n".join(lines) + "\n"
 
 
 def replace_block(text: str, block: str) -> str:

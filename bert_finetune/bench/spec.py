@@ -63,6 +63,23 @@ def step_flops(size: Size, seq: int, batch: int, mode: str) -> int:
     return 3 * flops if mode == "train" else flops
 
 
+def executed_forward_flops_per_sequence(size: Size, seq: int) -> int:
+    """The FLOPs (as `forward_flops_per_sequence` counts them) our classifier really runs: its
+    head reads only the pooler, so the last layer computes K and V on every token but Q, the
+    attention, the output projection and the FFN on [CLS] alone (`BertModel(pooled_only=True)`).
+    """
+    d, f, t = size.hidden, size.intermediate, seq
+    full_layer = 2 * t * (4 * d * d + 2 * d * f) + 4 * t * t * d
+    last_layer = 2 * t * (2 * d * d) + 2 * (2 * d * d + 2 * d * f) + 4 * t * d
+    return (size.layers - 1) * full_layer + last_layer
+
+
+def executed_step_flops(size: Size, seq: int, batch: int, mode: str) -> int:
+    """`step_flops` with the FLOPs our classifier executes (see above)."""
+    flops = batch * executed_forward_flops_per_sequence(size, seq)
+    return 3 * flops if mode == "train" else flops
+
+
 def encoder_matmul_params(size: Size) -> int:
     return size.layers * (4 * size.hidden ** 2 + 2 * size.hidden * size.intermediate)
 
