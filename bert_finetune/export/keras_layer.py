@@ -204,10 +204,11 @@ class BertLayer(tf_keras.layers.Layer):
                 return self._encoder(features, training=flag)
         else:
             bert = self._encoder.bert
+            pooled_only = self.pooling == "cls"  # skip the last layer's other rows
 
             def run(flag: bool):
                 return bert(features["input_ids"], features["input_mask"],
-                            features["segment_ids"], training=flag)
+                            features["segment_ids"], training=flag, pooled_only=pooled_only)
         if training is None or isinstance(training, bool):
             out = run(bool(training))
         else:
