@@ -372,15 +372,14 @@ class BertModel(tf.Module):
         mask_adder = (1.0 - mask) * ATTENTION_MASK_ADDER  # [B, 1, 1, T]
 
         x2d = tf.reshape(embedding_output, [batch * seq, c.hidden_size])  # [B*T, H]
-        last = c.num_hidden_layers - 1
+        # With pooled_only, the last layer computes only [CLS], the row the pooler reads.
+        full_layers = c.num_hidden_layers - 1 if pooled_only else c.num_hidden_layers
         all_layers = []
-        for i in range(c.num_hidden_layers):
-            if pooled_only and i == last:
-                # Only [CLS] of the last layer reaches the pooler: its other rows are not computed.
-                first_token = self._layer(x2d, mask_adder, batch, seq, i, training, True)
-                break
+        for i in range(full_layers):
             x2d = self._layer(x2d, mask_adder, batch, seq, i, training)
             all_layers.append(tf.reshape(x2d, [batch, seq, c.hidden_size]))
+        if pooled_only:
+            first_token = self._layer(x2d, mask_adder, batch, seq, full_layers, training, True)
         else:
             first_token = all_layers[-1][:, 0, :]  # [B, H]
         pooled_output = self._dense(first_token, "pooler/dense", tf.tanh)

@@ -114,6 +114,14 @@ def test_pooled_only_equals_the_full_pooled_output_and_its_gradients():
                                        err_msg=var.name)
 
 
+@pytest.mark.parametrize("fn", [modeling.BertModel.__call__, modeling.BertModel._layer,
+                                modeling.BertModel._attention, modeling.BertModel._embeddings])
+def test_autograph_converts_the_encoder(fn):
+    """Called inside tf.function, a function AutoGraph cannot convert logs a warning on every
+    run ("could not transform ... for/else statement not yet supported")."""
+    tf.autograph.to_code(fn)
+
+
 def test_pooled_only_computes_one_row_per_sequence_in_the_last_layer():
     """The saving is real: the last layer's FFN runs on [B, I], the others on [B*T, I]."""
     config = _tiny()
