@@ -15,14 +15,21 @@ import os
 import tempfile
 import time
 
-import numpy as np
-import tensorflow as tf
+from bert_finetune.allocator import use_bfc_allocator
+from bert_finetune.onednn import use_onednn
 
-from bert_finetune import modeling, tokenization
-from bert_finetune.classify import ClassifierModel
-from bert_finetune.data import features, length_buckets, tfrecord
-from bert_finetune.data.glue import PROCESSORS
-from bert_finetune.runner import loops
+# As our commands: set before TensorFlow loads.
+use_onednn()
+use_bfc_allocator()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bert_finetune import modeling, tokenization  # noqa: E402
+from bert_finetune.classify import ClassifierModel  # noqa: E402
+from bert_finetune.data import features, length_buckets, tfrecord  # noqa: E402
+from bert_finetune.data.glue import PROCESSORS  # noqa: E402
+from bert_finetune.runner import loops  # noqa: E402
 
 SEQ, BATCH = 128, 32
 
