@@ -93,8 +93,10 @@ def _adam_weight_decay_step(param, grad, m, v, learning_rate, step, beta_1: floa
     """One variable's (new param, new m, new v), float32, as the original computes them.
 
     Compiled by XLA into one pass over the variable: run as a dozen element-wise TF ops, the
-    update of every variable read and wrote it about ten times (BERT-Mini's and MiniLM's steps
-    spent ~10% there). The constants are Python floats, folded in as the original's were.
+    update read and wrote every variable about ten times (MiniLM-L6's embedding table: 42 ms
+    then, 13 ms now). The constants are Python floats, folded in as the original's were. TF's
+    `ApplyAdam` kernel is not used: it computes 1 - beta_2 in float32 (0.99998713e-3, not the
+    original's 1e-3), which moves every update by ~6e-6 (relative).
     """
     grad = tf.cast(grad, tf.float32)
     param = tf.cast(param, tf.float32)
