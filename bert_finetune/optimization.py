@@ -254,10 +254,10 @@ class AdamWeightDecay(tf.Module):
             previous = [op for op in tf.nest.flatten(done) if op is not None]
 
     def _apply_one(self, param, grad, m, v, learning_rate, step, keep, name: str):
+        decay = self.weight_decay_rate if self._do_use_weight_decay(name) else 0.0
         next_param, next_m, next_v = _adam_weight_decay_step(
-            param.read_value(), grad, m.read_value(), v.read_value(), learning_rate, step, self.beta_1, self.beta_2, self.epsilon,
-            self.weight_decay_rate if self._do_use_weight_decay(name) else 0.0,
-            self.bias_correction)
+            param.read_value(), grad, m.read_value(), v.read_value(), learning_rate, step,
+            self.beta_1, self.beta_2, self.epsilon, decay, self.bias_correction)
         return self._assign(param, m, v, next_param, next_m, next_v, keep)
 
     @staticmethod

@@ -57,9 +57,14 @@ def forward_flops_per_sequence(size: Size, seq: int) -> int:
     return size.layers * (2 * t * (4 * d * d + 2 * d * f) + 4 * t * t * d)
 
 
-def step_flops(size: Size, seq: int, batch: int, mode: str) -> int:
-    """One step: infer = forward; train = 3 x forward (backward counted as 2 x forward)."""
-    flops = batch * forward_flops_per_sequence(size, seq)
+def step_flops(size: Size, seq: int, batch: int, mode: str, executed: bool = False) -> int:
+    """One step: infer = forward; train = 3 x forward (backward counted as 2 x forward).
+
+    `executed`: the FLOPs our classifier runs (`executed_forward_flops_per_sequence`) instead of
+    the shared formula's."""
+    per_sequence = (executed_forward_flops_per_sequence if executed
+                    else forward_flops_per_sequence)
+    flops = batch * per_sequence(size, seq)
     return 3 * flops if mode == "train" else flops
 
 
@@ -72,12 +77,6 @@ def executed_forward_flops_per_sequence(size: Size, seq: int) -> int:
     full_layer = 2 * t * (4 * d * d + 2 * d * f) + 4 * t * t * d
     last_layer = 2 * t * (2 * d * d) + 2 * (2 * d * d + 2 * d * f) + 4 * t * d
     return (size.layers - 1) * full_layer + last_layer
-
-
-def executed_step_flops(size: Size, seq: int, batch: int, mode: str) -> int:
-    """`step_flops` with the FLOPs our classifier executes (see above)."""
-    flops = batch * executed_forward_flops_per_sequence(size, seq)
-    return 3 * flops if mode == "train" else flops
 
 
 def encoder_matmul_params(size: Size) -> int:
