@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from bert_finetune import fileio
+from bert_finetune import fileio, weight_gradients
 from bert_finetune.errors import UserError
 
 LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
@@ -269,7 +269,7 @@ class BertModel(tf.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
-        y = tf.matmul(x, self._w(name + "/kernel")) + self._w(name + "/bias")
+        y = weight_gradients.dense(x, self._w(name + "/kernel"), self._w(name + "/bias"))
         return activation(y) if activation is not None else y
 
     def _embeddings(self, input_ids, token_type_ids, training):

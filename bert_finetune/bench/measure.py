@@ -33,10 +33,10 @@ use_onednn()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_finetune import modeling  # noqa: E402
+from bert_finetune import modeling, weight_gradients  # noqa: E402
 from bert_finetune.bench import spec  # noqa: E402
 from bert_finetune.classify import ClassifierModel  # noqa: E402
-from bert_finetune.runner import loops  # noqa: E402
+from bert_finetune.runner import loops, xla  # noqa: E402
 
 DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
 COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -220,16 +220,20 @@ def infer_step(model: ClassifierModel, batch: dict, xla: bool):
 
 def train_step(strategy, model: ClassifierModel, batch: dict, job: spec.Job, out_dir: str):
     """One optimizer step of the product's Trainer on the fixed batch: (step, what it runs)."""
+    # XLA off: as the product runs without --use_xla (weight gradients by XLA where faster).
+    weight_xla, _ = xla.weight_gradients_xla(True if job.xla else None, strategy,
+                                             COMPUTE_DTYPES[job.precision])
     trainer = loops.Trainer(strategy, model, loops.TrainOptions(
         output_dir=out_dir, train_batch_size=spec.BATCH, num_train_steps=10 ** 6,
         num_warmup_steps=10, learning_rate=2e-5, use_xla=job.xla,
-        gradient_accumulation_steps=job.accumulation))
+        xla_weight_gradients=weight_xla, gradient_accumulation_steps=job.accumulation))
     iterator = trainer.make_iterator(
         lambda ctx, skip: tf.data.Dataset.from_tensors(batch).repeat())
     one = tf.constant(1, tf.int32)
     return (lambda: trainer.train_steps(iterator, one).numpy(),
             "runner.loops.Trainer.train_steps (fixed batch via make_iterator; "
-            f"use_xla={job.xla}, gradient_accumulation_steps={job.accumulation})")
+            f"use_xla={job.xla}, xla_weight_gradients={weight_xla}, "
+            f"gradient_accumulation_steps={job.accumulation})")
 
 
 def model_job(job: spec.Job, emit) -> None:
@@ -263,6 +267,10 @@ def model_job(job: spec.Job, emit) -> None:
                   "seq_len": spec.SEQ, "batch": spec.BATCH, "mode": mode,
                   "precision": job.precision, "jit_compile": job.xla,
                   "gradient_accumulation_steps": job.accumulation, "path": path,
+                  # [rows, H_in, H_out] whose weight gradient XLA's kernel computed (measured)
+                  "xla_weight_gradients": ([list(k[:3]) for k, on in
+                                            weight_gradients.choices().items() if on]
+                                           if mode == "train" and not job.xla else None),
                   "optimizer": ("AdamWeightDecay (lr 2e-5, weight decay 0.01 except LayerNorm "
                                 "and biases, eps 1e-6) after global-norm clip 1.0"
                                 if mode == "train" else None),

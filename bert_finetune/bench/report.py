@@ -73,11 +73,31 @@ def _x(value: float | None, fmt: str = "{:.2f}×") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _xla(r: dict) -> str:
+    if r.get("jit_compile") is None:
+        return "-"
+    return "on" if r["jit_compile"] else ("dW" if r.get("xla_weight_gradients") else "off")
+
+
+def weight_gradients_line(records: list[dict]) -> str | None:
+    """What XLA "dW" means, with the shapes whose weight gradient XLA's kernel computed."""
+    rows = [r for r in sorted(records, key=_sort_key) if _xla(r) == "dW"]
+    if not rows:
+        return None
+    shapes = {}
+    for r in rows:
+        shapes.setdefault(r["model"], ", ".join(
+            f"[{n}, {a}]ᵀ[{n}, {b}]" for n, a, b in r["xla_weight_gradients"]))
+    return ("XLA \"dW\": the step runs uncompiled (oneDNN) except the dense layers' weight "
+            "gradients xᵀ·dy of the shapes where XLA's kernel measured faster at the start "
+            "(bert_finetune/weight_gradients.py), as the product trains without --use_xla: "
+            + "; ".join(f"{m} {s}" for m, s in shapes.items()) + ".")
+
+
 def table_rows(records: list[dict]) -> list[list[str]]:
     rows = []
     for r in sorted(records, key=_sort_key):
-        head = [r.get("model", "?"), _mode(r), r.get("precision", "?"),
-                "-" if r.get("jit_compile") is None else ("on" if r["jit_compile"] else "off")]
+        head = [r.get("model", "?"), _mode(r), r.get("precision", "?"), _xla(r)]
         if r.get("skipped") or r.get("error"):
             why = r.get("skipped") or f"error: {r['error']}"
             rows.append(head + [why[:100]] + [""] * (len(COLUMNS) - 5))
@@ -153,7 +173,7 @@ def accumulation_line(records: list[dict]) -> str | None:
 
 
 def executed_line(records: list[dict]) -> str | None:
-    """How many of the formula's FLOPs ours executes, and the MFU on those (fp32, XLA off)."""
+    """How many of the formula's FLOPs ours executes, and the MFU on those (fp32, XLA off or dW)."""
     rows = [r for r in records if r.get("kind") == "model" and not r.get("error")
             and r.get("executed_flops_per_step") and not r.get("accumulation_row")]
     if not rows:
@@ -169,8 +189,14 @@ def executed_line(records: list[dict]) -> str | None:
             "for the peers")
     mfus = [f"{r['model']} {r['mode']} {r['mfu_executed']:.0%}" for r in sorted(rows, key=_sort_key)
             if r.get("mfu_executed") and r["precision"] == "fp32" and not r.get("jit_compile")]
-    return text + (f"; on the executed FLOPs, MFU (fp32, XLA off): {', '.join(mfus)}." if mfus
+    return text + (f"; on the executed FLOPs, MFU (fp32, XLA off/dW): {', '.join(mfus)}." if mfus
                    else ".")
+
+
+def extra_lines(records: list[dict]) -> list[str]:
+    """The generated lines under the table."""
+    return [x for x in (accumulation_line(records), executed_line(records),
+                        weight_gradients_line(records)) if x]
 
 
 def format_text(meta: dict, records: list[dict]) -> str:
@@ -181,8 +207,7 @@ def format_text(meta: dict, records: list[dict]) -> str:
         lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    extra = [x for x in (accumulation_line(records), executed_line(records)) if x]
-    return "\n".join(lines + [f"\n{x}" for x in extra]) + "\n"
+    return "\n".join(lines + [f"\n{x}" for x in extra_lines(records)]) + "\n"
 
 
 def format_markdown(meta: dict, records: list[dict]) -> str:
@@ -192,9 +217,8 @@ def format_markdown(meta: dict, records: list[dict]) -> str:
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |"
               for row in table_rows(records)]
-    for extra in (accumulation_line(records), executed_line(records)):
-        if extra:
-            lines += ["", extra]
+    for extra in extra_lines(records):
+        lines += ["", extra]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,7 @@
 """Where XLA (jit_compile) is used: `--use_xla` when given, else the default measured per device.
 
+Also the dense layers' weight gradients alone (bert_finetune.weight_gradients), where measured.
+
 Measured with `make bench` and whole runs (README, "XLA by device"):
 - training: XLA was slower than plain TensorFlow on every CPU measured (AVX2-only and AVX-512),
   so the default is off; `--use_xla=true` compiles the gradient step (fixed shapes).
@@ -45,3 +47,24 @@ def inference_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
                        "it saves)")
     return True, (f"default on AVX2-only CPUs for runs of >= {MIN_INFERENCE_BATCHES} batches "
                   f"({num_batches}): on, measured faster")
+
+
+def weight_gradients_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
+                         compute_dtype: str = "float32") -> tuple[bool, str]:
+    """(may training use XLA's kernel for the weight gradients where measured faster?, why).
+
+    bert_finetune.weight_gradients measures the choice per shape; this only rules out where it
+    does not apply: TPU, GPU (not measured), other than float32, and an explicit `--use_xla`
+    (true compiles the whole step, false means no XLA at all).
+    """
+    if is_tpu(strategy):
+        return False, "TPU: the step is compiled by the TPU runtime"
+    if use_xla is not None:
+        return False, ("--use_xla=true: the whole step is compiled" if use_xla
+                       else "--use_xla=false")
+    if tf.config.list_logical_devices("GPU"):
+        return False, "default on GPU (not measured): off"
+    if compute_dtype != "float32":
+        return False, f"default for {compute_dtype} (measured for float32 only): off"
+    return True, ("default on CPU: XLA's kernel for each shape where measured faster than "
+                  "oneDNN's at the start")
