@@ -1,10 +1,10 @@
 """Where XLA (jit_compile) is used: `--use_xla` when given, else the default measured per device.
 
-Also the dense layers' weight gradients alone (bert_finetune.weight_gradients), where measured.
-
 Measured with `make bench` and whole runs (README, "XLA by device"):
 - training: XLA was slower than plain TensorFlow on every CPU measured (AVX2-only and AVX-512),
-  so the default is off; `--use_xla=true` compiles the gradient step (fixed shapes).
+  so the default is off; `--use_xla=true` compiles the gradient step (fixed shapes). Without the
+  flag, float32 training on CPU computes the dense layers' weight gradients with XLA's kernel
+  for the shapes where it is measured faster (`weight_gradients_xla`).
 - inference: on AVX2-only CPUs XLA ran the forward pass 1.2-1.7x faster; on AVX-512 CPUs
   oneDNN's kernels were faster. XLA compiles once per batch shape (about 1-3 s each on CPU,
   up to one per bucket length), which a short run does not earn back: whole `bert-classify
