@@ -193,27 +193,39 @@ def test_loss_decreases_when_overfitting_a_batch(tmp_path, init_checkpoint):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_xla_matches_no_xla(tmp_path, init_checkpoint):
-    """use_xla jit-compiles the gradient computation: same losses within rtol 1e-4 (fp32; XLA
-    fuses and reorders float ops, so bit equality is not expected)."""
+def train_off_and_on(tmp_path, init: str, option: str) -> dict[bool, tuple]:
+    """4 steps with TrainOptions.<option> False and True: {value: (trainer, the names of the
+    XLA-compiled functions in its step, the optimizer's own excepted)}."""
     runs = {}
-    for use_xla in (False, True):
-        trainer = _trainer(tmp_path / str(use_xla), init_checkpoint, num_train_steps=4,
-                           use_xla=use_xla)
+    for on in (False, True):
+        trainer = _trainer(tmp_path / str(on), init, num_train_steps=4, **{option: on})
         trainer.train(dataset_fn)
-        runs[use_xla] = trainer
-    for use_xla, trainer in runs.items():
         graph = trainer.train_steps.get_concrete_function(
             trainer.make_iterator(dataset_fn), tf.TensorSpec([], tf.int32)).graph
         compiled = [f.signature.name for f in graph.as_graph_def().library.function
                     if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b
                     and "adam_weight_decay_step" not in f.signature.name]  # always compiled
+        runs[on] = trainer, compiled
+    return runs
+
+
+def assert_same_training(runs: dict[bool, tuple], loss_rtol: float, **tolerance) -> None:
+    """Same losses (loss_rtol) and final variables (tolerance) with the option off and on."""
+    (off, _), (on, _) = runs[False], runs[True]
+    np.testing.assert_allclose([v for _, v in on.history], [v for _, v in off.history],
+                               rtol=loss_rtol)
+    for name, var in off.task.variables_by_name().items():
+        np.testing.assert_allclose(on.task.variables_by_name()[name].numpy(), var.numpy(),
+                                   err_msg=name, **tolerance)
+
+
+def test_xla_matches_no_xla(tmp_path, init_checkpoint):
+    """use_xla jit-compiles the gradient computation: same losses within rtol 1e-4 (fp32; XLA
+    fuses and reorders float ops, so bit equality is not expected)."""
+    runs = train_off_and_on(tmp_path, init_checkpoint, "use_xla")
+    for use_xla, (_, compiled) in runs.items():
         assert len(compiled) == int(use_xla), compiled  # the gradient function
-    np.testing.assert_allclose([v for _, v in runs[True].history],
-                               [v for _, v in runs[False].history], rtol=1e-4)
-    for name, var in runs[False].task.variables_by_name().items():
-        np.testing.assert_allclose(runs[True].task.variables_by_name()[name].numpy(),
-                                   var.numpy(), atol=1e-4, err_msg=name)
+    assert_same_training(runs, 1e-4, atol=1e-4)
 
 
 def test_xla_requires_static_shapes(tmp_path, init_checkpoint):

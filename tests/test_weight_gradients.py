@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_runner import _trainer, dataset_fn, init_checkpoint  # noqa: F401 (fixture)
+from test_runner import assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
 
 from bert_finetune import weight_gradients
 from bert_finetune.runner import xla
@@ -112,23 +112,14 @@ def test_measured_while_tracing_under_a_seed_leaves_the_random_stream(fresh_choi
     assert (64, 24, 40, "float32") in weight_gradients.choices()
 
 
-def test_trainer_with_xla_weight_gradients_equals_plain(tmp_path, init_checkpoint, monkeypatch):  # noqa: F811
+def test_trainer_with_xla_weight_gradients_equals_plain(tmp_path, init_checkpoint,  # noqa: F811
+                                                         monkeypatch):
     """A few real training steps of the tiny classifier: same losses and variables."""
     monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *shape: True)
-    runs = {}
-    for on in (False, True):
-        trainer = _trainer(tmp_path / str(on), init_checkpoint, num_train_steps=4,
-                           xla_weight_gradients=on)
-        trainer.train(dataset_fn)
-        runs[on] = trainer
-        graph = trainer.train_steps.get_concrete_function(
-            trainer.make_iterator(dataset_fn), tf.TensorSpec([], tf.int32)).graph
-        assert bool([n for n in _compiled(graph) if "weight_gradient" in n]) == on
-    np.testing.assert_allclose([v for _, v in runs[True].history],
-                               [v for _, v in runs[False].history], rtol=1e-5)
-    for name, var in runs[False].task.variables_by_name().items():
-        np.testing.assert_allclose(runs[True].task.variables_by_name()[name].numpy(),
-                                   var.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    runs = train_off_and_on(tmp_path, init_checkpoint, "xla_weight_gradients")
+    for on, (_, compiled) in runs.items():
+        assert bool([n for n in compiled if "weight_gradient" in n]) == on, compiled
+    assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)
 
 
 def test_where_the_runner_allows_it(monkeypatch):
