@@ -80,6 +80,7 @@ def measure(rows: int, n_in: int, n_out: int, dtype: tf.DType = tf.float32) -> t
     return best[0], best[1]
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python while a step is traced
 def xla_is_faster(rows: int, n_in: int, n_out: int, dtype: tf.DType = tf.float32) -> bool:
     """Whether XLA's kernel computes x^T dy of these shapes faster (measured once per process)."""
     if 2 * rows * n_in * n_out < MIN_FLOPS:
