@@ -45,10 +45,6 @@ def enabled(on: bool) -> Iterator[None]:
         _ENABLED = previous
 
 
-def is_enabled() -> bool:
-    return _ENABLED
-
-
 # (rows, H_in, H_out, dtype) -> XLA's kernel measured faster, for this process.
 _CHOICES: dict[tuple[int, int, int, str], bool] = {}
 
