@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from bert_finetune import fileio, weight_gradients
+from bert_finetune import fileio, fused, weight_gradients
 from bert_finetune.errors import UserError
 
 LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
@@ -270,7 +270,25 @@ class BertModel(tf.Module):
     # -- forward -----------------------------------------------------------------------------
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
         y = weight_gradients.dense(x, self._w(name + "/kernel"), self._w(name + "/bias"))
+        if activation is gelu and fused.active(y):
+            return fused.gelu(y)
         return activation(y) if activation is not None else y
+
+    def _layer_norm(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        gamma, beta = self._v(name + "/gamma"), self._v(name + "/beta")
+        if fused.active(x):
+            return fused.layer_norm(x, gamma, beta, LAYER_NORM_EPSILON)
+        return layer_norm(x, gamma, beta)
+
+    def _dropout_add_norm(self, x: tf.Tensor, residual: tf.Tensor, name: str,
+                          training: bool) -> tf.Tensor:
+        """LayerNorm `name` of dropout(x) + residual: a sublayer's output."""
+        rate = self.config.hidden_dropout_prob if training else 0.0
+        if fused.active(x):
+            return fused.dropout_add_layer_norm(x, residual, self._v(name + "/gamma"),
+                                                self._v(name + "/beta"), rate,
+                                                LAYER_NORM_EPSILON)
+        return self._layer_norm(dropout(x, rate, training) + residual, name)
 
     def _embeddings(self, input_ids, token_type_ids, training):
         c = self.config
@@ -289,8 +307,7 @@ class BertModel(tf.Module):
         x = tf.reshape(words + types, [batch, seq, c.hidden_size])  # [B, T, H]
         positions = self._w("embeddings/position_embeddings")[:seq]  # [T, H]
         x = x + positions[tf.newaxis]
-        x = layer_norm(x, self._v("embeddings/LayerNorm/gamma"),
-                       self._v("embeddings/LayerNorm/beta"))
+        x = self._layer_norm(x, "embeddings/LayerNorm")
         return dropout(x, c.hidden_dropout_prob, training)
 
     def _attention(self, x2d, mask_adder, batch, seq, prefix, training, query2d=None):
@@ -310,11 +327,17 @@ class BertModel(tf.Module):
                               prefix + "attention/self/query"), rows)
         k = heads(self._dense(x2d, prefix + "attention/self/key"), seq)
         v = heads(self._dense(x2d, prefix + "attention/self/value"), seq)
-        scores = tf.matmul(q, k, transpose_b=True) * tf.cast(1.0 / math.sqrt(d), q.dtype)
-        # Softmax in float32: the -10000 adder and the exponentials need its range and precision.
-        scores = tf.cast(scores, tf.float32) + mask_adder  # [B, N, rows, T]
-        probs = tf.nn.softmax(scores, axis=-1)
-        probs = dropout(probs, c.attention_probs_dropout_prob, training)
+        scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
+        if fused.active(scores):
+            rate = c.attention_probs_dropout_prob if training else 0.0
+            probs = fused.attention_probs(scores, mask_adder, 1.0 / math.sqrt(d), rate)
+        else:
+            scores = scores * tf.cast(1.0 / math.sqrt(d), q.dtype)
+            # Softmax in float32: the -10000 adder and the exponentials need its range and
+            # precision.
+            scores = tf.cast(scores, tf.float32) + mask_adder
+            probs = tf.nn.softmax(scores, axis=-1)
+            probs = dropout(probs, c.attention_probs_dropout_prob, training)
         context = tf.matmul(tf.cast(probs, self.compute_dtype), v)  # [B, N, rows, D]
         return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * rows, n * d])
 
@@ -328,14 +351,11 @@ class BertModel(tf.Module):
         if first_token_only:
             residual = query2d = tf.reshape(x2d, [batch, seq, c.hidden_size])[:, 0, :]
         attn = self._attention(x2d, mask_adder, batch, seq, p, training, query2d)
-        attn = dropout(self._dense(attn, p + "attention/output/dense"), c.hidden_dropout_prob,
-                       training)
-        attn = layer_norm(attn + residual, self._v(p + "attention/output/LayerNorm/gamma"),
-                          self._v(p + "attention/output/LayerNorm/beta"))
+        attn = self._dropout_add_norm(self._dense(attn, p + "attention/output/dense"), residual,
+                                      p + "attention/output/LayerNorm", training)
         inter = self._dense(attn, p + "intermediate/dense", get_activation(c.hidden_act))
-        out = dropout(self._dense(inter, p + "output/dense"), c.hidden_dropout_prob, training)
-        return layer_norm(out + attn, self._v(p + "output/LayerNorm/gamma"),
-                          self._v(p + "output/LayerNorm/beta"))
+        return self._dropout_add_norm(self._dense(inter, p + "output/dense"), attn,
+                                      p + "output/LayerNorm", training)
 
     def __call__(self, input_ids: tf.Tensor, input_mask: tf.Tensor | None = None,
                  token_type_ids: tf.Tensor | None = None,

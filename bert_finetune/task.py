@@ -274,16 +274,17 @@ class TaskContext:
     def train_options(self, num_train_steps: int, num_warmup_steps: int, train_batch_size: int,
                       learning_rate: float) -> loops.TrainOptions:
         opts = self.opts
-        weight_xla, why = xla.weight_gradients_xla(opts.use_xla, self.strategy, opts.compute_dtype)
-        logging.info("  XLA for the weight gradients: %s (%s)",
-                     "by shape" if weight_xla else "off", why)
+        kernels, why = xla.training_kernels_xla(opts.use_xla, self.strategy, opts.compute_dtype)
+        logging.info("  XLA kernels in the training step: %s (%s)",
+                     "fused element-wise chains, weight gradients by shape" if kernels else "off",
+                     why)
         return loops.TrainOptions(
             output_dir=opts.output_dir, train_batch_size=train_batch_size,
             num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
             learning_rate=learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
             iterations_per_loop=opts.iterations_per_loop,
             keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-            use_xla=bool(opts.use_xla), xla_weight_gradients=weight_xla,
+            use_xla=bool(opts.use_xla), xla_kernels=kernels,
             dynamic_loss_scale=opts.compute_dtype == "float16",
             log_every_n_steps=opts.log_every_n_steps,
             gradient_accumulation_steps=opts.gradient_accumulation_steps,

@@ -170,23 +170,29 @@ def test_complete_ratios_from_best_steps_and_rendering():
     assert "1×32 3.00 GiB, 4×8 1.00 GiB (0.33×); HF 2.00 GiB (ours 1×32 / HF = 1.50×)" in md
     assert "load average 0.5 at the start, 1.2 at the end (2 cores)" in md
     assert ("it executes 79% (bert-mini) of the formula's FLOPs" in md
-            and f"MFU (fp32, XLA off/dW): bert-mini train {executed / 100e9:.0%}, bert-mini infer"
+            and f"MFU (fp32, XLA off/part): bert-mini train {executed / 100e9:.0%}, bert-mini infer"
             in md)
     assert "in this run (the better of two measurements, before and after our" in md
     text = report.format_text(meta, done)
     assert "2026-12-03 14:00 UTC" in text and "GEMM peak measured by TF" in text
 
 
-def test_weight_gradients_by_xla_are_shown_with_their_shapes():
+def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     meta, done = _completed()
-    assert "XLA \"dW\"" not in report.format_markdown(meta, done)  # none chosen: no line
+    assert "XLA \"part\"" not in report.format_markdown(meta, done)  # none used: no line
+    done[0]["xla_kernels"] = True
+    md = report.format_markdown(meta, done)
+    assert any(line.startswith("| bert-mini | train | fp32 | part | 32.00 |")
+               for line in md.splitlines())
+    assert "its element-wise chains, one XLA kernel each" in md
+    assert "measured faster at the start (bert_finetune/weight_gradients.py): bert-mini none." in md
     done[0]["xla_weight_gradients"] = [[4096, 256, 1024], [4096, 1024, 256]]
     md = report.format_markdown(meta, done)
-    assert any(line.startswith("| bert-mini | train | fp32 | dW | 32.00 |")
-               for line in md.splitlines())
-    assert "XLA \"dW\": the step runs uncompiled (oneDNN) except" in md
     assert "bert-mini [4096, 256]ᵀ[4096, 1024], [4096, 1024]ᵀ[4096, 256]." in md
     assert "bert-mini [4096" in report.format_text(meta, done)
+    del done[0]["xla_kernels"]  # a JSON from before the fused kernels: weight gradients only
+    md = report.format_markdown(meta, done)
+    assert "| bert-mini | train | fp32 | part |" in md and "element-wise" not in md
 
 
 def test_render_again_from_json_into_the_readme(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from test_runner import assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
 
-from bert_finetune import weight_gradients
+from bert_finetune import fused, weight_gradients
 from bert_finetune.runner import xla
 
 STRATEGY = tf.distribute.get_strategy()
@@ -116,7 +116,8 @@ def test_trainer_with_xla_weight_gradients_equals_plain(tmp_path, init_checkpoin
                                                          monkeypatch):
     """A few real training steps of the tiny classifier: same losses and variables."""
     monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *shape: True)
-    runs = train_off_and_on(tmp_path, init_checkpoint, "xla_weight_gradients")
+    monkeypatch.setattr(fused, "active", lambda x: False)  # the weight gradients alone
+    runs = train_off_and_on(tmp_path, init_checkpoint, "xla_kernels")
     for on, (_, compiled) in runs.items():
         assert bool([n for n in compiled if "weight_gradient" in n]) == on, compiled
     assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)
@@ -124,13 +125,13 @@ def test_trainer_with_xla_weight_gradients_equals_plain(tmp_path, init_checkpoin
 
 def test_where_the_runner_allows_it(monkeypatch):
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
-    assert xla.weight_gradients_xla(None, STRATEGY, "float32")[0]
+    assert xla.training_kernels_xla(None, STRATEGY, "float32")[0]
     for given in (True, False):
-        use, why = xla.weight_gradients_xla(given, STRATEGY, "float32")
+        use, why = xla.training_kernels_xla(given, STRATEGY, "float32")
         assert not use and f"--use_xla={str(given).lower()}" in why
-    use, why = xla.weight_gradients_xla(None, STRATEGY, "bfloat16")
+    use, why = xla.training_kernels_xla(None, STRATEGY, "bfloat16")
     assert not use and "bfloat16" in why
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["gpu"] if kind == "GPU" else [])
-    use, why = xla.weight_gradients_xla(None, STRATEGY, "float32")
+    use, why = xla.training_kernels_xla(None, STRATEGY, "float32")
     assert not use and "GPU" in why

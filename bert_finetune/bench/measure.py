@@ -218,21 +218,26 @@ def infer_step(model: ClassifierModel, batch: dict, xla: bool):
             f"tf.function(ClassifierModel.predict, jit_compile={xla})")
 
 
+def training_kernels(strategy, job: spec.Job) -> bool:
+    """XLA off: as the product trains without --use_xla (XLA kernels for the element-wise
+    chains and for the weight gradients where measured faster)."""
+    return xla.training_kernels_xla(True if job.xla else None, strategy,
+                                    COMPUTE_DTYPES[job.precision])[0]
+
+
 def train_step(strategy, model: ClassifierModel, batch: dict, job: spec.Job, out_dir: str):
     """One optimizer step of the product's Trainer on the fixed batch: (step, what it runs)."""
-    # XLA off: as the product runs without --use_xla (weight gradients by XLA where faster).
-    weight_xla, _ = xla.weight_gradients_xla(True if job.xla else None, strategy,
-                                             COMPUTE_DTYPES[job.precision])
+    kernels = training_kernels(strategy, job)
     trainer = loops.Trainer(strategy, model, loops.TrainOptions(
         output_dir=out_dir, train_batch_size=spec.BATCH, num_train_steps=10 ** 6,
         num_warmup_steps=10, learning_rate=2e-5, use_xla=job.xla,
-        xla_weight_gradients=weight_xla, gradient_accumulation_steps=job.accumulation))
+        xla_kernels=kernels, gradient_accumulation_steps=job.accumulation))
     iterator = trainer.make_iterator(
         lambda ctx, skip: tf.data.Dataset.from_tensors(batch).repeat())
     one = tf.constant(1, tf.int32)
     return (lambda: trainer.train_steps(iterator, one).numpy(),
             "runner.loops.Trainer.train_steps (fixed batch via make_iterator; "
-            f"use_xla={job.xla}, xla_weight_gradients={weight_xla}, "
+            f"use_xla={job.xla}, xla_kernels={kernels}, "
             f"gradient_accumulation_steps={job.accumulation})")
 
 
@@ -267,7 +272,9 @@ def model_job(job: spec.Job, emit) -> None:
                   "seq_len": spec.SEQ, "batch": spec.BATCH, "mode": mode,
                   "precision": job.precision, "jit_compile": job.xla,
                   "gradient_accumulation_steps": job.accumulation, "path": path,
-                  # [rows, H_in, H_out] whose weight gradient XLA's kernel computed (measured)
+                  # XLA kernels in the uncompiled step (fused element-wise chains, and the
+                  # weight gradients [rows, H_in, H_out] XLA's GEMM computed, as measured)
+                  "xla_kernels": mode == "train" and training_kernels(strategy, job),
                   "xla_weight_gradients": ([list(k[:3]) for k, on in
                                             weight_gradients.choices().items() if on]
                                            if mode == "train" and not job.xla else None),

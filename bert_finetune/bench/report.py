@@ -76,21 +76,27 @@ def _x(value: float | None, fmt: str = "{:.2f}×") -> str:
 def _xla(r: dict) -> str:
     if r.get("jit_compile") is None:
         return "-"
-    return "on" if r["jit_compile"] else ("dW" if r.get("xla_weight_gradients") else "off")
+    if r["jit_compile"]:
+        return "on"
+    return "part" if r.get("xla_kernels") or r.get("xla_weight_gradients") else "off"
 
 
-def weight_gradients_line(records: list[dict]) -> str | None:
-    """What XLA "dW" means, with the shapes whose weight gradient XLA's kernel computed."""
-    rows = [r for r in sorted(records, key=_sort_key) if _xla(r) == "dW"]
+def xla_kernels_line(records: list[dict]) -> str | None:
+    """What XLA "part" means, with the shapes whose weight gradient XLA's GEMM computed."""
+    rows = [r for r in sorted(records, key=_sort_key) if _xla(r) == "part"]
     if not rows:
         return None
+    fused = any(r.get("xla_kernels") for r in rows)
     shapes = {}
     for r in rows:
         shapes.setdefault(r["model"], ", ".join(
-            f"[{n}, {a}]ᵀ[{n}, {b}]" for n, a, b in r["xla_weight_gradients"]))
-    return ("XLA \"dW\": the step runs uncompiled (oneDNN) except the dense layers' weight "
-            "gradients xᵀ·dy of the shapes where XLA's kernel measured faster at the start "
-            "(bert_finetune/weight_gradients.py), as the product trains without --use_xla: "
+            f"[{n}, {a}]ᵀ[{n}, {b}]" for n, a, b in r.get("xla_weight_gradients") or []) or "none")
+    return ("XLA \"part\": as the product trains without --use_xla, the step runs uncompiled "
+            "(oneDNN) except "
+            + ("its element-wise chains, one XLA kernel each (GELU, softmax + dropout, dropout "
+               "+ residual + LayerNorm: bert_finetune/fused.py), and " if fused else "")
+            + "the dense layers' weight gradients xᵀ·dy of the shapes where XLA's GEMM "
+            "measured faster at the start (bert_finetune/weight_gradients.py): "
             + "; ".join(f"{m} {s}" for m, s in shapes.items()) + ".")
 
 
@@ -173,7 +179,8 @@ def accumulation_line(records: list[dict]) -> str | None:
 
 
 def executed_line(records: list[dict]) -> str | None:
-    """How many of the formula's FLOPs ours executes, and the MFU on those (fp32, XLA off or dW)."""
+    """How many of the formula's FLOPs ours executes, and the MFU on those (fp32, XLA not
+    on: off or part)."""
     rows = [r for r in records if r.get("kind") == "model" and not r.get("error")
             and r.get("executed_flops_per_step") and not r.get("accumulation_row")]
     if not rows:
@@ -189,14 +196,14 @@ def executed_line(records: list[dict]) -> str | None:
             "for the peers")
     mfus = [f"{r['model']} {r['mode']} {r['mfu_executed']:.0%}" for r in sorted(rows, key=_sort_key)
             if r.get("mfu_executed") and r["precision"] == "fp32" and not r.get("jit_compile")]
-    return text + (f"; on the executed FLOPs, MFU (fp32, XLA off/dW): {', '.join(mfus)}." if mfus
+    return text + (f"; on the executed FLOPs, MFU (fp32, XLA off/part): {', '.join(mfus)}." if mfus
                    else ".")
 
 
 def extra_lines(records: list[dict]) -> list[str]:
     """The generated lines under the table."""
     return [x for x in (accumulation_line(records), executed_line(records),
-                        weight_gradients_line(records)) if x]
+                        xla_kernels_line(records)) if x]
 
 
 def format_text(meta: dict, records: list[dict]) -> str:

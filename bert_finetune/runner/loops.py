@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, optimization, weight_gradients
+from bert_finetune import checkpoints, fused, optimization, weight_gradients
 from bert_finetune.errors import UserError
 from bert_finetune.progress import Progress, hms
 from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
@@ -46,9 +46,10 @@ class TrainOptions:
     keep_checkpoint_max: int = 5
     init_checkpoint: str | None = None
     use_xla: bool = False
-    # The dense layers' weight gradients by XLA's kernel (bert_finetune.weight_gradients; the
-    # per-device default is runner.xla.weight_gradients_xla).
-    xla_weight_gradients: bool = False
+    # XLA kernels inside the uncompiled step: the element-wise chains fused
+    # (bert_finetune.fused) and the dense layers' weight gradients where measured faster
+    # (bert_finetune.weight_gradients); the per-device default is runner.xla.training_kernels_xla.
+    xla_kernels: bool = False
     clip_norm: float = 1.0
     # float16 activations: scale the loss so small gradients survive; halve the scale and skip
     # the update on overflow, double it after `loss_scale_period` good steps.
@@ -167,7 +168,8 @@ class Trainer:
         scaling = opts.dynamic_loss_scale
 
         def grads_fn(features, scale):
-            with tf.GradientTape() as tape, weight_gradients.enabled(opts.xla_weight_gradients):
+            with (tf.GradientTape() as tape, weight_gradients.enabled(opts.xla_kernels),
+                  fused.enabled(opts.xla_kernels)):
                 per_example = task.per_example_loss(features, training=True)  # [b]
                 # Sum over this replica / global batch: summed over replicas it is the mean loss.
                 loss = tf.reduce_sum(per_example) / batch

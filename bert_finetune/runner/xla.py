@@ -3,8 +3,10 @@
 Measured with `make bench` and whole runs (README, "XLA by device"):
 - training: XLA was slower than plain TensorFlow on every CPU measured (AVX2-only and AVX-512),
   so the default is off; `--use_xla=true` compiles the gradient step (fixed shapes). Without the
-  flag, float32 training on CPU computes the dense layers' weight gradients with XLA's kernel
-  for the shapes where it is measured faster (`weight_gradients_xla`).
+  flag, float32 training on CPU runs XLA kernels inside the uncompiled step
+  (`training_kernels_xla`): the element-wise chains fused (GELU, softmax + dropout, dropout +
+  residual + LayerNorm; bert_finetune.fused) and the dense layers' weight gradients for the
+  shapes where XLA's GEMM is measured faster (bert_finetune.weight_gradients).
 - inference: on AVX2-only CPUs XLA ran the forward pass 1.2-1.7x faster; on AVX-512 CPUs
   oneDNN's kernels were faster. XLA compiles once per batch shape (about 1-3 s each on CPU,
   up to one per bucket length), which a short run does not earn back: whole `bert-classify
@@ -49,12 +51,13 @@ def inference_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
                   f"({num_batches}): on, measured faster")
 
 
-def weight_gradients_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
+def training_kernels_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
                          compute_dtype: str = "float32") -> tuple[bool, str]:
-    """(may training use XLA's kernel for the weight gradients where measured faster?, why).
+    """(may the uncompiled training step use XLA kernels for its element-wise chains and for
+    the weight gradients where measured faster?, why).
 
-    bert_finetune.weight_gradients measures the choice per shape; this only rules out where it
-    does not apply: TPU, GPU (not measured), other than float32, and an explicit `--use_xla`
+    bert_finetune.weight_gradients measures the GEMM choice per shape; this only rules out where
+    neither applies: TPU, GPU (not measured), other than float32, and an explicit `--use_xla`
     (true compiles the whole step, false means no XLA at all).
     """
     if is_tpu(strategy):
@@ -66,5 +69,5 @@ def weight_gradients_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
         return False, "default on GPU (not measured): off"
     if compute_dtype != "float32":
         return False, f"default for {compute_dtype} (measured for float32 only): off"
-    return True, ("default on CPU: XLA's kernel for each shape where measured faster than "
-                  "oneDNN's at the start")
+    return True, ("default on CPU: element-wise chains as one XLA kernel each; each weight "
+                  "gradient by XLA's GEMM where measured faster than oneDNN's at the start")

@@ -1,0 +1,171 @@
+"""The element-wise chains of training as XLA kernels (bert_finetune.fused).
+
+Tolerance (fp32): XLA's tanh, exp and reductions are not TensorFlow's to the last bit, so values
+equal the plain ops' within rtol 1e-5 / atol 1e-6 and gradients within rtol 1e-5 / atol 1e-5 (a
+few float32 ulps of O(1) numbers: the GELU's derivative, LayerNorm's sums over every row). Dropout is compared eagerly, where a seed makes
+TensorFlow's random op draw the same numbers for both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY_CONFIG
+from test_runner import assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
+
+from bert_finetune import fused, modeling, weight_gradients
+from bert_finetune.classify import ClassifierModel
+
+RNG = np.random.default_rng(11)
+CLOSE = dict(rtol=1e-5, atol=1e-6)
+
+
+def _tensor(*shape, scale=1.0):
+    return tf.constant(RNG.standard_normal(shape) * scale, tf.float32)
+
+
+def _value_and_grads(fn, inputs, upstream, seed=None):
+    """fn(*inputs) and d(sum(fn * upstream))/d inputs, eagerly (seeded when given)."""
+    if seed is not None:
+        tf.random.set_seed(seed)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = fn(*inputs)
+        loss = tf.reduce_sum(y * upstream)
+    return y, tape.gradient(loss, inputs)
+
+
+def _assert_same(got, want, names, **tolerance):
+    (y_got, g_got), (y_want, g_want) = got, want
+    np.testing.assert_allclose(y_got.numpy(), y_want.numpy(), err_msg="value", **CLOSE)
+    for name, a, b in zip(names, g_got, g_want, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), err_msg=name, **(tolerance or CLOSE))
+
+
+def test_gelu_equals_the_original_formula():
+    x = _tensor(64, 37, scale=3.0)
+    dy = _tensor(64, 37)
+    got = _value_and_grads(fused.gelu, [x], dy)
+    for plain in (modeling.gelu_reference, modeling.gelu):  # autodiff; the derivative written out
+        _assert_same(got, _value_and_grads(plain, [x], dy), ["x"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(48, 24), (4, 12, 24)])  # a layer's [B*T, H]; embeddings
+def test_layer_norm_equals_the_plain_one(shape):
+    x, dy = _tensor(*shape, scale=2.0), _tensor(*shape)
+    gamma, beta = _tensor(shape[-1], scale=0.5) + 1.0, _tensor(shape[-1])
+
+    def fused_ln(x, g, b):
+        return fused.layer_norm(x, g, b, modeling.LAYER_NORM_EPSILON)
+
+    _assert_same(_value_and_grads(fused_ln, [x, gamma, beta], dy),
+                 _value_and_grads(modeling.layer_norm, [x, gamma, beta], dy),
+                 ["x", "gamma", "beta"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5])
+def test_dropout_add_layer_norm_equals_the_plain_ops(rate):
+    x, residual, dy = _tensor(96, 16), _tensor(96, 16), _tensor(96, 16)
+    gamma, beta = _tensor(16, scale=0.5) + 1.0, _tensor(16)
+
+    def fused_op(x, r, g, b):
+        return fused.dropout_add_layer_norm(x, r, g, b, rate, modeling.LAYER_NORM_EPSILON)
+
+    def plain(x, r, g, b):
+        dropped = tf.nn.dropout(x, rate=rate) if rate else x
+        return modeling.layer_norm(dropped + r, g, b)
+
+    got = _value_and_grads(fused_op, [x, residual, gamma, beta], dy, seed=5)
+    want = _value_and_grads(plain, [x, residual, gamma, beta], dy, seed=5)
+    _assert_same(got, want, ["x", "residual", "gamma", "beta"], rtol=1e-5, atol=1e-5)
+    dropped = float(tf.reduce_mean(tf.cast(tf.equal(got[1][0], 0.0), tf.float32)))
+    assert abs(dropped - rate) < 0.08  # the x gradient is 0 exactly where x was dropped
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_attention_probs_equal_the_plain_ops(rate):
+    batch, heads, seq, size = 3, 2, 10, 8
+    scores, dy = _tensor(batch, heads, seq, seq, scale=4.0), _tensor(batch, heads, seq, seq)
+    lengths = np.array([10, 6, 1])
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.float32)
+    mask_adder = tf.constant((1.0 - mask)[:, None, None, :] * modeling.ATTENTION_MASK_ADDER)
+    scale = 1.0 / math.sqrt(size)
+
+    def fused_op(s):
+        return fused.attention_probs(s, mask_adder, scale, rate)
+
+    def plain(s):  # as BertModel._attention without the fused kernels
+        probs = tf.nn.softmax(s * tf.cast(scale, tf.float32) + mask_adder, axis=-1)
+        return modeling.dropout(probs, rate, True)
+
+    got = _value_and_grads(fused_op, [scores], dy, seed=9)
+    want = _value_and_grads(plain, [scores], dy, seed=9)
+    _assert_same(got, want, ["scores"])
+    assert not got[0].numpy()[2, :, :, 1:].any()  # padding gets no attention
+
+
+def _compiled_in(fn, *args) -> list[str]:
+    graph = tf.function(fn).get_concrete_function(*args).graph
+    return [f.signature.name for f in graph.as_graph_def().library.function
+            if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+
+
+def _encoder_loss(model, ids, mask):
+    def loss():
+        with tf.GradientTape() as tape:
+            out = model(ids, mask, training=True)["sequence_output"]
+            value = tf.reduce_sum(tf.square(out))
+        return tape.gradient(value, list(model.variables_by_name().values()))
+    return loss
+
+
+def test_the_encoder_uses_them_only_when_enabled_and_in_float32():
+    config = modeling.BertConfig(**TINY_CONFIG)
+    ids = tf.constant(RNG.integers(1, config.vocab_size, [2, 7]), tf.int32)
+    mask = tf.ones_like(ids)
+    model = modeling.BertModel(config)
+    assert not _compiled_in(_encoder_loss(model, ids, mask))
+    with fused.enabled(True):
+        names = _compiled_in(_encoder_loss(model, ids, mask))
+        for kernel in ("gelu_forward", "gelu_backward", "layer_norm_forward",
+                       "dropout_add_norm_forward", "dropout_add_norm_backward",
+                       "softmax_dropout", "softmax_dropout_backward"):
+            assert any(kernel in n for n in names), (kernel, names)
+        bf16 = modeling.BertModel(config, compute_dtype=tf.bfloat16)
+        assert not _compiled_in(_encoder_loss(bf16, ids, mask))
+    assert not fused._ENABLED
+
+
+def test_the_encoder_with_them_equals_the_plain_one_eagerly():
+    """The whole encoder with dropout, eagerly under one seed: same outputs and gradients."""
+    config = modeling.BertConfig(**TINY_CONFIG)
+    ids = tf.constant(RNG.integers(1, config.vocab_size, [3, 9]), tf.int32)
+    mask = tf.constant((np.arange(9)[None, :] < np.array([[9], [5], [2]])).astype(np.int32))
+    tf.random.set_seed(3)
+    model = ClassifierModel(config, num_labels=2, is_regression=False)
+
+    def run(on: bool):
+        tf.random.set_seed(21)
+        with fused.enabled(on), tf.GradientTape() as tape:
+            out = model.bert(ids, mask, training=True)
+            loss = tf.reduce_sum(out["sequence_output"] * 0.1) + tf.reduce_sum(
+                out["pooled_output"])
+        variables = list(model.bert.variables_by_name().values())
+        return [out["sequence_output"]] + tape.gradient(loss, variables)
+
+    for got, want in zip(run(True), run(False), strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(),
+                                   tf.convert_to_tensor(want).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_with_xla_kernels_equals_plain(tmp_path, init_checkpoint,  # noqa: F811
+                                               monkeypatch):
+    """Four real training steps of the tiny classifier (dropout 0): same losses and variables."""
+    monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *shape: False)  # fused alone
+    runs = train_off_and_on(tmp_path, init_checkpoint, "xla_kernels")
+    for on, (_, compiled) in runs.items():
+        assert bool([n for n in compiled if "layer_norm_forward" in n]) == on, compiled
+    assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)
