@@ -89,8 +89,9 @@ def define_runner_flags() -> None:
         flags.DEFINE_bool("use_xla", None,
                           "Compile with XLA (jit_compile): true compiles the training step "
                           "(fixed batch shapes) and inference, false neither. Default: the "
-                          "faster per device as measured: training off (float32 on CPU: the "
-                          "weight gradients by XLA for the shapes measured faster); inference "
+                          "faster per device as measured: training off (float32 on CPU: XLA "
+                          "kernels for the element-wise chains and for the weight gradients "
+                          "of the shapes measured faster); inference "
                           "on for AVX2-only CPUs on runs of >= 128 batches, off elsewhere.")
         flags.DEFINE_integer("log_every_n_steps", 100,
                              "Off TPU: a progress line (step, loss, learning rate, examples/s, "
