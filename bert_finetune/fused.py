@@ -15,37 +15,22 @@ kept where the draw is >= rate and scaled by 1 / (1 - rate). Run eagerly under a
 drop the same units; in a traced step TensorFlow derives each random op's seed from its place
 in the graph, so a seeded run is repeatable but drops other units than the plain ops would.
 
-The Trainer traces its training step inside `enabled(True)` when runner.xla allows it (float32
-on CPU, --use_xla not given); elsewhere (inference, exported models, Keras) the model runs the
-plain ops. Other dtypes always run the plain ops.
+Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 on CPU,
+--use_xla not given); elsewhere (inference, exported models, Keras) the model runs the plain
+ops. Other dtypes always run the plain ops.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import tensorflow as tf
 
-# A module global rather than a thread-local: MirroredStrategy traces each replica's step in a
-# thread of its own, which must see the Trainer's choice.
-_ENABLED = False
-
-
-@contextlib.contextmanager
-def enabled(on: bool) -> Iterator[None]:
-    """Within this block, the encoder traced uses the fused kernels (float32 only) if `on`."""
-    global _ENABLED
-    previous, _ENABLED = _ENABLED, bool(on)
-    try:
-        yield
-    finally:
-        _ENABLED = previous
+from bert_finetune import xla_kernels
 
 
 def active(x: tf.Tensor) -> bool:
-    """Whether the encoder should use the fused kernels for activations like `x` here."""
-    return _ENABLED and x.dtype == tf.float32
+    """Whether the encoder should use the fused kernels for activations like `x` here: with
+    XLA kernels on (bert_finetune.xla_kernels), in float32."""
+    return xla_kernels.is_on() and x.dtype == tf.float32
 
 
 def _keep_scale(rate: float) -> float:

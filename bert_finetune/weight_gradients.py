@@ -10,40 +10,24 @@ the shape, interleaved, best of `ROUNDS`; XLA's is used only when it took at mos
 oneDNN's time. Each choice is logged. The forward and the input gradient keep oneDNN's kernels,
 and the values are the same GEMM's (equal within float32 rounding).
 
-The Trainer traces its training step inside `enabled(True)` when runner.xla allows it (float32
-on CPU, --use_xla not given); elsewhere (inference, exported models, Keras) `dense` is the plain
+Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 on CPU,
+--use_xla not given); elsewhere (inference, exported models, Keras) `dense` is the plain
 x @ W + b.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from bert_finetune import xla_kernels
+
 ROUNDS = 5
 MARGIN = 0.9
 MIN_FLOPS = 3e8  # smaller products (the [CLS]-only last layer, tiny models): oneDNN, unmeasured
-
-# A module global rather than a thread-local: MirroredStrategy traces each replica's step in a
-# thread of its own, which must see the Trainer's choice.
-_ENABLED = False
-
-
-@contextlib.contextmanager
-def enabled(on: bool) -> Iterator[None]:
-    """Within this block, `dense` layers traced compute their weight gradient with XLA if `on`."""
-    global _ENABLED
-    previous, _ENABLED = _ENABLED, bool(on)
-    try:
-        yield
-    finally:
-        _ENABLED = previous
-
 
 # (rows, H_in, H_out, dtype) -> XLA's kernel measured faster, for this process.
 _CHOICES: dict[tuple[int, int, int, str], bool] = {}
@@ -107,11 +91,11 @@ def _dense_xla_weight_gradient(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor)
 
 
 def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """x @ kernel + bias for x [rows, H_in]; inside `enabled(True)` the kernel's gradient by XLA
-    where that was measured faster for these (static) shapes."""
+    """x @ kernel + bias for x [rows, H_in]; with XLA kernels on (bert_finetune.xla_kernels),
+    the kernel's gradient by XLA where that was measured faster for these (static) shapes."""
     rows, n_in = x.shape
     n_out = kernel.shape[-1]
-    if (not _ENABLED or rows is None or n_in is None or n_out is None
+    if (not xla_kernels.is_on() or rows is None or n_in is None or n_out is None
             or not xla_is_faster(rows, n_in, n_out, x.dtype)):
         return tf.matmul(x, kernel) + bias
     return _dense_xla_weight_gradient(x, kernel, bias)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import TINY_CONFIG
-from test_runner import assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
+from test_runner import BATCH, FEATURES, assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
 
-from bert_finetune import fused, modeling, weight_gradients
+from bert_finetune import fused, modeling, weight_gradients, xla_kernels
 from bert_finetune.classify import ClassifierModel
 
 RNG = np.random.default_rng(11)
@@ -128,7 +128,7 @@ def test_the_encoder_uses_them_only_when_enabled_and_in_float32():
     mask = tf.ones_like(ids)
     model = modeling.BertModel(config)
     assert not _compiled_in(_encoder_loss(model, ids, mask))
-    with fused.enabled(True):
+    with xla_kernels.enabled(True):
         names = _compiled_in(_encoder_loss(model, ids, mask))
         for kernel in ("gelu_forward", "gelu_backward", "layer_norm_forward",
                        "dropout_add_norm_forward", "dropout_add_norm_backward",
@@ -136,7 +136,7 @@ def test_the_encoder_uses_them_only_when_enabled_and_in_float32():
             assert any(kernel in n for n in names), (kernel, names)
         bf16 = modeling.BertModel(config, compute_dtype=tf.bfloat16)
         assert not _compiled_in(_encoder_loss(bf16, ids, mask))
-    assert not fused._ENABLED
+    assert not xla_kernels.is_on()
 
 
 def test_the_encoder_with_them_equals_the_plain_one_eagerly():
@@ -149,7 +149,7 @@ def test_the_encoder_with_them_equals_the_plain_one_eagerly():
 
     def run(on: bool):
         tf.random.set_seed(21)
-        with fused.enabled(on), tf.GradientTape() as tape:
+        with xla_kernels.enabled(on), tf.GradientTape() as tape:
             out = model.bert(ids, mask, training=True)
             loss = tf.reduce_sum(out["sequence_output"] * 0.1) + tf.reduce_sum(
                 out["pooled_output"])
@@ -168,4 +168,25 @@ def test_trainer_with_xla_kernels_equals_plain(tmp_path, init_checkpoint,  # noq
     runs = train_off_and_on(tmp_path, init_checkpoint, "xla_kernels")
     for on, (_, compiled) in runs.items():
         assert bool([n for n in compiled if "layer_norm_forward" in n]) == on, compiled
+    assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)
+
+
+def _varying_lengths(ctx: tf.distribute.InputContext, skip_batches: int) -> tf.data.Dataset:
+    """Batches of 12 and 7 tokens in turn, of unknown static length (as length buckets give)."""
+    d = tf.data.Dataset.from_tensor_slices(FEATURES).repeat()
+    d = d.batch(ctx.get_per_replica_batch_size(BATCH), drop_remainder=True).enumerate()
+
+    def trim(i, batch):
+        length = tf.where(i % 2 == 0, 12, 7)
+        return {k: v[:, :length] if len(v.shape) == 2 else v for k, v in batch.items()}
+
+    return d.map(trim).skip(skip_batches)
+
+
+def test_trainer_with_xla_kernels_on_varying_lengths(tmp_path, init_checkpoint,  # noqa: F811
+                                                     monkeypatch):
+    """Length-bucketed training: the kernels compile per length at run time; same training."""
+    monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *shape: False)
+    runs = train_off_and_on(tmp_path, init_checkpoint, "xla_kernels", _varying_lengths)
+    assert any("layer_norm_forward" in n for n in runs[True][1])
     assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)

@@ -193,15 +193,15 @@ def test_loss_decreases_when_overfitting_a_batch(tmp_path, init_checkpoint):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def train_off_and_on(tmp_path, init: str, option: str) -> dict[bool, tuple]:
+def train_off_and_on(tmp_path, init: str, option: str, data=dataset_fn) -> dict[bool, tuple]:
     """4 steps with TrainOptions.<option> False and True: {value: (trainer, the names of the
     XLA-compiled functions in its step, the optimizer's own excepted)}."""
     runs = {}
     for on in (False, True):
         trainer = _trainer(tmp_path / str(on), init, num_train_steps=4, **{option: on})
-        trainer.train(dataset_fn)
+        trainer.train(data)
         graph = trainer.train_steps.get_concrete_function(
-            trainer.make_iterator(dataset_fn), tf.TensorSpec([], tf.int32)).graph
+            trainer.make_iterator(data), tf.TensorSpec([], tf.int32)).graph
         compiled = [f.signature.name for f in graph.as_graph_def().library.function
                     if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b
                     and "adam_weight_decay_step" not in f.signature.name]  # always compiled

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from test_runner import assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
 
-from bert_finetune import fused, weight_gradients
+from bert_finetune import fused, weight_gradients, xla_kernels
 from bert_finetune.runner import xla
 
 STRATEGY = tf.distribute.get_strategy()
@@ -30,7 +30,7 @@ def _compiled(graph: tf.Graph) -> list[str]:
 def _grads(on: bool, x, w, b, r):
     @tf.function
     def step(x, w, b):
-        with tf.GradientTape() as tape, weight_gradients.enabled(on):
+        with tf.GradientTape() as tape, xla_kernels.enabled(on):
             tape.watch([x, w, b])
             y = weight_gradients.dense(x, w, b)
             loss = tf.reduce_sum(tf.tanh(y) * r)
@@ -64,7 +64,7 @@ def test_slower_or_unknown_shapes_keep_the_plain_graph(monkeypatch):
     @tf.function(input_signature=[tf.TensorSpec([None, 24]), tf.TensorSpec([24, 40]),
                                   tf.TensorSpec([40])])
     def unknown_rows(x, w, b):
-        with weight_gradients.enabled(True):
+        with xla_kernels.enabled(True):
             return weight_gradients.dense(x, w, b)
 
     monkeypatch.setattr(weight_gradients, "xla_is_faster",

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, fused, optimization, weight_gradients
+from bert_finetune import checkpoints, optimization, xla_kernels
 from bert_finetune.errors import UserError
 from bert_finetune.progress import Progress, hms
 from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
@@ -168,8 +168,7 @@ class Trainer:
         scaling = opts.dynamic_loss_scale
 
         def grads_fn(features, scale):
-            with (tf.GradientTape() as tape, weight_gradients.enabled(opts.xla_kernels),
-                  fused.enabled(opts.xla_kernels)):
+            with tf.GradientTape() as tape, xla_kernels.enabled(opts.xla_kernels):
                 per_example = task.per_example_loss(features, training=True)  # [b]
                 # Sum over this replica / global batch: summed over replicas it is the mean loss.
                 loss = tf.reduce_sum(per_example) / batch
