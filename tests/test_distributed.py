@@ -61,7 +61,8 @@ def _parity_main(root: Path) -> None:
         options = loops.TrainOptions(
             output_dir=str(root / name), train_batch_size=BATCH, num_train_steps=STEPS,
             num_warmup_steps=1, learning_rate=1e-3, save_checkpoints_steps=SAVE_EVERY,
-            iterations_per_loop=1, init_checkpoint=init, gradient_accumulation_steps=accumulate)
+            iterations_per_loop=1, init_checkpoint=init, gradient_accumulation_steps=accumulate,
+            xla_kernels=True)  # as the commands train on CPU: fused chains in every replica
         trainer = loops.Trainer(strategy, model, options)
         trainer.train(dataset_fn)
         return {"replicas": strategy.num_replicas_in_sync, "history": trainer.history}
