@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from bert_finetune import fileio, fused, weight_gradients
+from bert_finetune import batch_branches, fileio, fused, weight_gradients
 from bert_finetune.errors import UserError
 
 LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
@@ -374,11 +374,12 @@ class BertModel(tf.Module):
         Returns: a dict with `sequence_output` [B, T, H], `pooled_output` [B, H],
           `all_encoder_layers` (a list of L tensors [B, T, H]), `embedding_output` [B, T, H]
           and `embedding_table` [V, H] (only `pooled_output` with `pooled_only`). Activations are
-          in the compute dtype.
+          in the compute dtype. Traced inside `batch_branches.enabled(n)`, the batch runs as n
+          independent row slices (same values per example).
         """
         c = self.config
         input_ids = tf.convert_to_tensor(input_ids)
-        batch, seq = _shape(input_ids)
+        _, seq = _shape(input_ids)
         if isinstance(seq, int) and seq > c.max_position_embeddings:
             raise UserError(f"sequence length {seq} is longer than max_position_embeddings "
                             f"({c.max_position_embeddings}) of the config")
@@ -386,7 +387,19 @@ class BertModel(tf.Module):
             input_mask = tf.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = tf.zeros_like(input_ids)
+        inputs = [input_ids, tf.convert_to_tensor(input_mask),
+                  tf.convert_to_tensor(token_type_ids)]
+        branches = batch_branches.count()
+        if branches > 1:  # independent row slices, run side by side (bert_finetune.batch_branches)
+            outputs = [self._encode(*part, training, pooled_only)
+                       for part in batch_branches.slices(inputs, branches)]
+            return batch_branches.concat(outputs, keep=("embedding_table",))
+        return self._encode(*inputs, training, pooled_only)
 
+    def _encode(self, input_ids, input_mask, token_type_ids, training, pooled_only):
+        """`__call__` on one batch (or one slice of it)."""
+        c = self.config
+        batch, seq = _shape(input_ids)
         embedding_output = self._embeddings(input_ids, token_type_ids, training)  # [B, T, H]
         mask = tf.cast(tf.reshape(input_mask, [batch, 1, 1, seq]), tf.float32)
         mask_adder = (1.0 - mask) * ATTENTION_MASK_ADDER  # [B, 1, 1, T]

@@ -20,7 +20,7 @@ from absl import logging
 
 from bert_finetune import checkpoints, fileio, modeling, optimization, outputs, tokenization
 from bert_finetune.errors import UserError
-from bert_finetune.runner import distribute, loops, xla
+from bert_finetune.runner import branches, distribute, loops, xla
 
 RUN_FLAGS_FILE = "run_flags.json"
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -269,6 +269,7 @@ class TaskContext:
         """Whether to compile inference over num_batches batches with XLA (logs the reason)."""
         use, why = xla.inference_xla(self.opts.use_xla, self.strategy, num_batches)
         logging.info("  XLA for inference: %s (%s)", "on" if use else "off", why)
+        logging.info("  Batch slices side by side: %d (%s)", *branches.batch_branches(self.strategy))
         return use
 
     def train_options(self, num_train_steps: int, num_warmup_steps: int, train_batch_size: int,
@@ -278,13 +279,15 @@ class TaskContext:
         logging.info("  XLA kernels in the training step: %s (%s)",
                      "fused element-wise chains, weight gradients by shape" if kernels else "off",
                      why)
+        slices, why = branches.batch_branches(self.strategy)
+        logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
         return loops.TrainOptions(
             output_dir=opts.output_dir, train_batch_size=train_batch_size,
             num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
             learning_rate=learning_rate, save_checkpoints_steps=opts.save_checkpoints_steps,
             iterations_per_loop=opts.iterations_per_loop,
             keep_checkpoint_max=opts.keep_checkpoint_max, init_checkpoint=opts.init_checkpoint,
-            use_xla=bool(opts.use_xla), xla_kernels=kernels,
+            use_xla=bool(opts.use_xla), xla_kernels=kernels, batch_branches=slices,
             dynamic_loss_scale=opts.compute_dtype == "float16",
             log_every_n_steps=opts.log_every_n_steps,
             gradient_accumulation_steps=opts.gradient_accumulation_steps,

@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 from bert_finetune import modeling, weight_gradients  # noqa: E402
 from bert_finetune.bench import spec  # noqa: E402
 from bert_finetune.classify import ClassifierModel  # noqa: E402
-from bert_finetune.runner import loops, xla  # noqa: E402
+from bert_finetune.runner import branches, loops, xla  # noqa: E402
 
 DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
 COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -211,11 +211,13 @@ def bert_config(size: spec.Size) -> modeling.BertConfig:
                                intermediate_size=size.intermediate, type_vocab_size=2)
 
 
-def infer_step(model: ClassifierModel, batch: dict, xla: bool):
+def infer_step(strategy, model: ClassifierModel, batch: dict, xla: bool):
     """The product's predict path on the fixed batch: (step, what it runs)."""
-    predict = tf.function(model.predict, jit_compile=xla)
+    slices = branches.batch_branches(strategy)[0]
+    predict = loops.inference_step(strategy, model, xla, slices)
     return (lambda: predict(batch)["predictions"].numpy(),
-            f"tf.function(ClassifierModel.predict, jit_compile={xla})")
+            f"runner.loops.inference_step(ClassifierModel.predict, use_xla={xla}, "
+            f"num_branches={slices})")
 
 
 def training_kernels(strategy, job: spec.Job) -> bool:
@@ -231,13 +233,15 @@ def train_step(strategy, model: ClassifierModel, batch: dict, job: spec.Job, out
     trainer = loops.Trainer(strategy, model, loops.TrainOptions(
         output_dir=out_dir, train_batch_size=spec.BATCH, num_train_steps=10 ** 6,
         num_warmup_steps=10, learning_rate=2e-5, use_xla=job.xla,
-        xla_kernels=kernels, gradient_accumulation_steps=job.accumulation))
+        xla_kernels=kernels, batch_branches=branches.batch_branches(strategy)[0],
+        gradient_accumulation_steps=job.accumulation))
     iterator = trainer.make_iterator(
         lambda ctx, skip: tf.data.Dataset.from_tensors(batch).repeat())
     one = tf.constant(1, tf.int32)
     return (lambda: trainer.train_steps(iterator, one).numpy(),
             "runner.loops.Trainer.train_steps (fixed batch via make_iterator; "
             f"use_xla={job.xla}, xla_kernels={kernels}, "
+            f"batch_branches={trainer.options.batch_branches}, "
             f"gradient_accumulation_steps={job.accumulation})")
 
 
@@ -255,7 +259,7 @@ def model_job(job: spec.Job, emit) -> None:
         for mode in job.modes:
             warmup, iters = job.iters_for(mode)
             if mode == "infer":
-                step, path = infer_step(model, batch, job.xla)
+                step, path = infer_step(strategy, model, batch, job.xla)
             else:
                 step, path = train_step(strategy, model, batch, job, out_dir)
             t0 = time.time()
@@ -275,6 +279,8 @@ def model_job(job: spec.Job, emit) -> None:
                   # XLA kernels in the uncompiled step (fused element-wise chains, and the
                   # weight gradients [rows, H_in, H_out] XLA's GEMM computed, as measured)
                   "xla_kernels": mode == "train" and training_kernels(strategy, job),
+                  # the encoder's batch as independent slices side by side (batch_branches)
+                  "batch_branches": branches.batch_branches(strategy)[0],
                   "xla_weight_gradients": ([list(k[:3]) for k, on in
                                             weight_gradients.choices().items() if on]
                                            if mode == "train" and not job.xla else None),

@@ -24,9 +24,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, optimization, xla_kernels
+from bert_finetune import batch_branches, checkpoints, optimization, xla_kernels
 from bert_finetune.errors import UserError
 from bert_finetune.progress import Progress, hms
+from bert_finetune.runner import branches
 from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
 
 # dataset_fn(input_context, skip_batches) -> this input pipeline's per-replica batches, its first
@@ -50,6 +51,9 @@ class TrainOptions:
     # (bert_finetune.fused) and the dense layers' weight gradients where measured faster
     # (bert_finetune.weight_gradients); the per-device default is runner.xla.training_kernels_xla.
     xla_kernels: bool = False
+    # Each replica's batch runs as this many independent row slices side by side
+    # (bert_finetune.batch_branches); the per-device default is runner.branches.batch_branches.
+    batch_branches: int = 1
     clip_norm: float = 1.0
     # float16 activations: scale the loss so small gradients survive; halve the scale and skip
     # the update on overflow, double it after `loss_scale_period` good steps.
@@ -168,7 +172,8 @@ class Trainer:
         scaling = opts.dynamic_loss_scale
 
         def grads_fn(features, scale):
-            with tf.GradientTape() as tape, xla_kernels.enabled(opts.xla_kernels):
+            with (tf.GradientTape() as tape, xla_kernels.enabled(opts.xla_kernels),
+                  batch_branches.enabled(opts.batch_branches)):
                 per_example = task.per_example_loss(features, training=True)  # [b]
                 # Sum over this replica / global batch: summed over replicas it is the mean loss.
                 loss = tf.reduce_sum(per_example) / batch
@@ -427,13 +432,24 @@ def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Data
         yield {k: v.numpy() for k, v in step(features).items()}
 
 
-def inference_step(strategy: tf.distribute.Strategy, task, use_xla: bool = False):
+def inference_step(strategy: tf.distribute.Strategy, task, use_xla: bool = False,
+                   num_branches: int | None = None):
     """The tf.function that runs `task.predict` on one global batch and gathers the replicas.
 
     Under MultiWorkerMirroredStrategy each worker runs its batch locally. With `use_xla` each
-    replica's forward pass is compiled by XLA (once per batch shape), not the gather.
+    replica's forward pass is compiled by XLA (once per batch shape), not the gather. The
+    encoder runs each replica's batch as `num_branches` slices side by side (None: the
+    per-device default, runner.branches).
     """
-    predict = tf.function(task.predict, jit_compile=True) if use_xla else task.predict
+    if num_branches is None:
+        num_branches = branches.batch_branches(strategy)[0]
+
+    def predict_in_branches(features):
+        with batch_branches.enabled(num_branches):
+            return task.predict(features)
+
+    predict = (tf.function(predict_in_branches, jit_compile=True) if use_xla
+               else predict_in_branches)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return tf.function(predict, reduce_retracing=True)
 
