@@ -5,7 +5,7 @@ do not depend on each other. On a CPU, TensorFlow's executor then runs two ops a
 one slice is in an op that does not use every core (LayerNorm, softmax, transposes, the
 attention's small matmuls, dispatch between ops) the other slice's GEMM fills them. Same values
 per example (each row's arithmetic is unchanged; the weight gradients are summed over the
-slices). Measured on 2 cores (README, "Batch slices as branches").
+slices). Measured on 2 cores (README, "The batch as two slices side by side").
 
 Takes effect only in a model traced inside `enabled(n)`: the Trainer and the runner's inference
 step do so with the per-device default (runner.branches). Exported models and the Keras layer

@@ -195,6 +195,18 @@ def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     assert "| bert-mini | train | fp32 | part |" in md and "element-wise" not in md
 
 
+def test_batch_slices_are_said_under_the_table():
+    meta, done = _completed()
+    assert "Batch slices" not in report.format_markdown(meta, done)  # older JSON: no line
+    for r in done[:2]:
+        r["batch_branches"] = 2
+    md = report.format_markdown(meta, done)
+    assert "run the encoder on each batch as 2 independent row slices side by side" in md
+    for r in done[:2]:
+        r["batch_branches"] = 1
+    assert "Batch slices" not in report.format_markdown(meta, done)
+
+
 def test_render_again_from_json_into_the_readme(tmp_path, capsys):
     meta, done = _completed()
     saved = tmp_path / "bench.json"

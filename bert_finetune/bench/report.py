@@ -100,6 +100,18 @@ def xla_kernels_line(records: list[dict]) -> str | None:
             + "; ".join(f"{m} {s}" for m, s in shapes.items()) + ".")
 
 
+def branches_line(records: list[dict]) -> str | None:
+    """How many independent slices of each batch the product's steps ran the encoder as."""
+    counts = sorted({r["batch_branches"] for r in records
+                     if r.get("kind") == "model" and r.get("batch_branches")})
+    if not counts or counts == [1]:
+        return None
+    return ("Batch slices: as the product runs on this CPU, our training and predict steps run "
+            "the encoder on each batch as " + " or ".join(str(c) for c in counts)
+            + " independent row slices side by side (bert_finetune/batch_branches.py; same "
+            "values per example).")
+
+
 def table_rows(records: list[dict]) -> list[list[str]]:
     rows = []
     for r in sorted(records, key=_sort_key):
@@ -203,7 +215,7 @@ def executed_line(records: list[dict]) -> str | None:
 def extra_lines(records: list[dict]) -> list[str]:
     """The generated lines under the table."""
     return [x for x in (accumulation_line(records), executed_line(records),
-                        xla_kernels_line(records)) if x]
+                        xla_kernels_line(records), branches_line(records)) if x]
 
 
 def format_text(meta: dict, records: list[dict]) -> str:

@@ -1,9 +1,10 @@
 """How many independent slices of the batch the encoder runs as (bert_finetune.batch_branches).
 
-Measured on the AVX2-only AMD EPYC with 2 cores (README, "Batch slices as branches"): two
-slices ran the small models' training and inference 3-9% faster (medians), BERT-Base level.
-More cores were not measured, so the default stays at two slices on a CPU of two or more; a
-single core has nothing to fill. GPU (not measured) and TPU (one program per core, wants the
+Measured on the AVX2-only AMD EPYC with 2 cores (README, "The batch as two slices side by
+side"): two slices ran training and inference of BERT-Base, MiniLM-L6 and BERT-Mini 3-17% faster
+(medians), small batches no slower, four slices no better than two. More cores were not
+measured, so the default is two slices on any CPU of two or more threads; one thread has nothing
+to fill. GPU (not measured) and TPU (one program per core, wants the
 whole batch) run it whole.
 """
 
