@@ -44,12 +44,18 @@ def _dropout_randoms(x: tf.Tensor) -> tf.Tensor:
 
 
 # -- GELU (the original's tanh approximation) ------------------------------------------------
-_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
-_GELU_A = 0.044715
+# The original's constants, shared with modeling.gelu.
+GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+GELU_A = 0.044715  # the cubic term of the tanh approximation
+
+
+def gelu_derivative(x: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+    """d GELU / dx at x, given t = tanh(GELU_C (x + GELU_A x^3))."""
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
 
 
 def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
-    return tf.tanh(_GELU_C * (x + _GELU_A * (x * x * x)))
+    return tf.tanh(GELU_C * (x + GELU_A * (x * x * x)))
 
 
 @tf.function(jit_compile=True)
@@ -59,9 +65,7 @@ def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
 
 @tf.function(jit_compile=True)
 def _gelu_backward(dy: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    t = _gelu_tanh(x)
-    return dy * (0.5 * (1.0 + t)
-                 + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * x * x))
+    return dy * gelu_derivative(x, _gelu_tanh(x))
 
 
 @tf.custom_gradient

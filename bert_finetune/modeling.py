@@ -27,13 +27,9 @@ ATTENTION_MASK_ADDER = -10000.0  # the original's additive mask on padded positi
 ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_A = 0.044715  # the cubic term of the tanh approximation
-
-
 def gelu_reference(x: tf.Tensor) -> tf.Tensor:
     """The original's GELU (the tanh approximation), differentiated op by op by autodiff."""
-    cdf = 0.5 * (1.0 + tf.tanh(_GELU_C * (x + _GELU_A * tf.pow(x, 3))))
+    cdf = 0.5 * (1.0 + tf.tanh(fused.GELU_C * (x + fused.GELU_A * tf.pow(x, 3))))
     return x * cdf
 
 
@@ -45,10 +41,10 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     every layer (the model's largest activations) for the backward pass; this keeps two (x and
     the tanh), which saves memory in training.
     """
-    t = tf.tanh(_GELU_C * (x + _GELU_A * tf.pow(x, 3)))
+    t = tf.tanh(fused.GELU_C * (x + fused.GELU_A * tf.pow(x, 3)))
 
     def grad(dy: tf.Tensor) -> tf.Tensor:
-        return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * x * x))
+        return dy * fused.gelu_derivative(x, t)
 
     return x * (0.5 * (1.0 + t)), grad
 
