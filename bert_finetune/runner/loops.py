@@ -53,6 +53,7 @@ class TrainOptions:
     xla_kernels: bool = False
     # Each replica's batch runs as this many independent row slices side by side
     # (bert_finetune.batch_branches); the per-device default is runner.branches.batch_branches.
+    # Not with gradient_accumulation_steps > 1 (see Trainer._build_loop).
     batch_branches: int = 1
     clip_norm: float = 1.0
     # float16 activations: scale the loss so small gradients survive; halve the scale and skip
@@ -170,10 +171,14 @@ class Trainer:
         batch = float(opts.train_batch_size)
 
         scaling = opts.dynamic_loss_scale
+        # Micro-batches run whole: in the accumulation loop Grappler merges the sums of the
+        # slices' weight gradients with the running sums into one AccumulateNV2, whose temporary
+        # variable then fails at run time with AlreadyExists (BERT-Base, 4x8; tensorflow#23780).
+        slices = opts.batch_branches if opts.gradient_accumulation_steps == 1 else 1
 
         def grads_fn(features, scale):
             with (tf.GradientTape() as tape, xla_kernels.enabled(opts.xla_kernels),
-                  batch_branches.enabled(opts.batch_branches)):
+                  batch_branches.enabled(slices)):
                 per_example = task.per_example_loss(features, training=True)  # [b]
                 # Sum over this replica / global batch: summed over replicas it is the mean loss.
                 loss = tf.reduce_sum(per_example) / batch
