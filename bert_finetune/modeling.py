@@ -370,8 +370,9 @@ class BertModel(tf.Module):
         Returns: a dict with `sequence_output` [B, T, H], `pooled_output` [B, H],
           `all_encoder_layers` (a list of L tensors [B, T, H]), `embedding_output` [B, T, H]
           and `embedding_table` [V, H] (only `pooled_output` with `pooled_only`). Activations are
-          in the compute dtype. Traced inside `batch_branches.enabled(n)`, the batch runs as n
-          independent row slices (same values per example).
+          in the compute dtype. Traced inside `batch_branches.enabled(n)`, the batch of a model
+          at least batch_branches.MIN_WIDTH wide runs as n independent row slices (same values
+          per example).
         """
         c = self.config
         input_ids = tf.convert_to_tensor(input_ids)
@@ -385,7 +386,7 @@ class BertModel(tf.Module):
             token_type_ids = tf.zeros_like(input_ids)
         inputs = [input_ids, tf.convert_to_tensor(input_mask),
                   tf.convert_to_tensor(token_type_ids)]
-        branches = batch_branches.count()
+        branches = batch_branches.count(c.hidden_size, c.intermediate_size)
         if branches > 1:  # independent row slices, run side by side (bert_finetune.batch_branches)
             outputs = [self._encode(*part, training, pooled_only)
                        for part in batch_branches.slices(inputs, branches)]

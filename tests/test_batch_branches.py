@@ -21,6 +21,12 @@ def _inputs(batch: int, seq: int = 12):
     return ids, mask, types
 
 
+@pytest.fixture(autouse=True)
+def any_width(monkeypatch):
+    """The tiny test config is far narrower than batch_branches.MIN_WIDTH: slice it anyway."""
+    monkeypatch.setattr(batch_branches, "MIN_WIDTH", 0)
+
+
 @pytest.fixture(scope="module")
 def model() -> modeling.BertModel:
     tf.random.set_seed(5)
@@ -33,10 +39,22 @@ def test_slices_cover_the_batch_in_order():
     assert [p[0].shape[0] for p in parts] == [2, 3]
     np.testing.assert_array_equal(tf.concat([p[1] for p in parts], 0), rows * 10)
     assert len(batch_branches.slices([rows[:1]], 2)) == 1  # never an empty static slice
-    assert batch_branches.count() == 1
+    assert batch_branches.count(768, 3072) == 1
     with batch_branches.enabled(3):
-        assert batch_branches.count() == 3
-    assert batch_branches.count() == 1
+        assert batch_branches.count(768, 3072) == 3
+    assert batch_branches.count(768, 3072) == 1
+
+
+def test_narrow_models_run_whole(monkeypatch):
+    """Below MIN_WIDTH (BERT-Mini's 256 x 1024) the batch runs whole: short ops cost more
+    doubled than they overlap."""
+    monkeypatch.undo()  # the real MIN_WIDTH
+    assert batch_branches.MIN_WIDTH == 256 * 1024
+    with batch_branches.enabled(2):
+        assert batch_branches.count(256, 1024) == 2
+        assert batch_branches.count(384, 1536) == 2
+        assert batch_branches.count(128, 512) == 1
+        assert batch_branches.count(CONFIG.hidden_size, CONFIG.intermediate_size) == 1
 
 
 @pytest.mark.parametrize("batch", [5, 8])

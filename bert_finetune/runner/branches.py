@@ -4,7 +4,7 @@ Measured on the AVX2-only AMD EPYC with 2 cores (README, "The batch as two slice
 side"): two slices ran training and inference of BERT-Base, MiniLM-L6 and BERT-Mini 3-17% faster
 (medians), small batches no slower, four slices no better than two. More cores were not
 measured, so the default is two slices on any CPU of two or more threads; one thread has nothing
-to fill. GPU (not measured) and TPU (one program per core, wants the
+to fill. Models narrower than BERT-Mini run whole anyway (batch_branches.MIN_WIDTH). GPU (not measured) and TPU (one program per core, wants the
 whole batch) run it whole.
 """
 
