@@ -103,13 +103,13 @@ def xla_kernels_line(records: list[dict]) -> str | None:
 def branches_line(records: list[dict]) -> str | None:
     """How many independent slices of each batch the product's steps ran the encoder as."""
     counts = sorted({r["batch_branches"] for r in records
-                     if r.get("kind") == "model" and r.get("batch_branches")})
-    if not counts or counts == [1]:
+                     if r.get("kind") == "model" and (r.get("batch_branches") or 1) > 1})
+    if not counts:
         return None
     return ("Batch slices: as the product runs on this CPU, our training and predict steps run "
             "the encoder on each batch as " + " or ".join(str(c) for c in counts)
             + " independent row slices side by side (bert_finetune/batch_branches.py; same "
-            "values per example).")
+            "values per example); gradient accumulation's micro-batches run whole.")
 
 
 def table_rows(records: list[dict]) -> list[list[str]]:
