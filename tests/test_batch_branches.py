@@ -122,30 +122,34 @@ def test_gradients_equal_the_whole_batch(model):
 
 
 def test_trainer_with_branches_equals_whole_batches(tmp_path, init_checkpoint):  # noqa: F811
-    """Four real Trainer steps (clip, AdamWeightDecay) with the batch as 2 slices and whole."""
+    """Four real Trainer steps (clip, AdamWeightDecay) with the batch as 2 slices and whole,
+    and with 2 accumulated micro-batches, each in 2 slices."""
     trainers = {}
-    for n in (1, 2):
-        trainers[n] = _trainer(tmp_path / str(n), init_checkpoint, num_train_steps=4,
-                               batch_branches=n)
-        trainers[n].train(dataset_fn)
-    np.testing.assert_allclose([v for _, v in trainers[2].history],
-                               [v for _, v in trainers[1].history], rtol=1e-5)
-    for name, var in trainers[1].task.variables_by_name().items():
-        np.testing.assert_allclose(trainers[2].task.variables_by_name()[name].numpy(),
-                                   var.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+    for n, accumulate in ((1, 1), (2, 1), (2, 2)):
+        trainers[n, accumulate] = _trainer(
+            tmp_path / f"{n}x{accumulate}", init_checkpoint, num_train_steps=4, batch_branches=n,
+            gradient_accumulation_steps=accumulate)
+        trainers[n, accumulate].train(dataset_fn)
+    whole = trainers[1, 1]
+    for key in ((2, 1), (2, 2)):
+        np.testing.assert_allclose([v for _, v in trainers[key].history],
+                                   [v for _, v in whole.history], rtol=1e-5, err_msg=str(key))
+        for name, var in whole.task.variables_by_name().items():
+            np.testing.assert_allclose(trainers[key].task.variables_by_name()[name].numpy(),
+                                       var.numpy(), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{key} {name}")
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_accumulated_micro_batches_run_whole(tmp_path, init_checkpoint, monkeypatch,  # noqa: F811
-                                              accumulate):
-    """With gradient accumulation the slices are off (a Grappler rewrite of the summed
-    gradients fails inside the accumulation loop at BERT-Base size)."""
+def test_accumulated_micro_batches_run_in_slices(tmp_path, init_checkpoint, monkeypatch,  # noqa: F811
+                                                 accumulate):
+    """With gradient accumulation each micro-batch runs in slices too."""
     cut = []
     real = batch_branches.slices
     monkeypatch.setattr(batch_branches, "slices", lambda t, n: cut.append(n) or real(t, n))
     _trainer(tmp_path, init_checkpoint, num_train_steps=1, batch_branches=2,
              gradient_accumulation_steps=accumulate).train(dataset_fn)
-    assert cut == ([2] if accumulate == 1 else []), cut
+    assert cut == [2], cut
 
 
 def test_inference_step_with_branches_equals_whole_batches():

@@ -280,9 +280,8 @@ def model_job(job: spec.Job, emit) -> None:
                   # weight gradients [rows, H_in, H_out] XLA's GEMM computed, as measured)
                   "xla_kernels": mode == "train" and training_kernels(strategy, job),
                   # the encoder's batch as independent slices side by side (batch_branches)
-                  # (micro-batches of gradient accumulation run whole: runner.loops.Trainer)
-                  "batch_branches": (branches.batch_branches(strategy)[0]
-                                     if mode == "infer" or job.accumulation == 1 else 1),
+                  # (each micro-batch of gradient accumulation too: runner.loops.Trainer)
+                  "batch_branches": branches.batch_branches(strategy)[0],
                   "xla_weight_gradients": ([list(k[:3]) for k, on in
                                             weight_gradients.choices().items() if on]
                                            if mode == "train" and not job.xla else None),

@@ -109,7 +109,7 @@ def branches_line(records: list[dict]) -> str | None:
     return ("Batch slices: as the product runs on this CPU, our training and predict steps run "
             "the encoder on each batch as " + " or ".join(str(c) for c in counts)
             + " independent row slices side by side (bert_finetune/batch_branches.py; same "
-            "values per example); gradient accumulation's micro-batches run whole.")
+            "values per example; each micro-batch of gradient accumulation too).")
 
 
 def table_rows(records: list[dict]) -> list[list[str]]:

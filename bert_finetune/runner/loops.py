@@ -53,7 +53,7 @@ class TrainOptions:
     xla_kernels: bool = False
     # Each replica's batch runs as this many independent row slices side by side
     # (bert_finetune.batch_branches); the per-device default is runner.branches.batch_branches.
-    # Not with gradient_accumulation_steps > 1 (see Trainer._build_loop).
+    # With gradient accumulation, each micro-batch runs in slices.
     batch_branches: int = 1
     clip_norm: float = 1.0
     # float16 activations: scale the loss so small gradients survive; halve the scale and skip
@@ -99,6 +99,14 @@ class Trainer:
                             "replica(s))")
         self._variables = task.variables_by_name()
         with strategy.scope():
+            # The running gradient sums of accumulation: one per replica (sync on read), not
+            # checkpointed. (Sums carried as while-loop tensors broke with the batch slices:
+            # Grappler merged them into an AccumulateNV2 that failed at run time, tensorflow#23780.)
+            self._accumulators = [] if accumulate == 1 else [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                            synchronization=tf.VariableSynchronization.ON_READ,
+                            aggregation=tf.VariableAggregation.SUM, name=f"accumulated/{name}")
+                for name, v in self._variables.items()]
             self.global_step = tf.Variable(
                 0, dtype=tf.int64, name="global_step", trainable=False,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -171,14 +179,9 @@ class Trainer:
         batch = float(opts.train_batch_size)
 
         scaling = opts.dynamic_loss_scale
-        # Micro-batches run whole: in the accumulation loop Grappler merges the sums of the
-        # slices' weight gradients with the running sums into one AccumulateNV2, whose temporary
-        # variable then fails at run time with AlreadyExists (BERT-Base, 4x8; tensorflow#23780).
-        slices = opts.batch_branches if opts.gradient_accumulation_steps == 1 else 1
-
         def grads_fn(features, scale):
             with (tf.GradientTape() as tape, xla_kernels.enabled(opts.xla_kernels),
-                  batch_branches.enabled(slices)):
+                  batch_branches.enabled(opts.batch_branches)):
                 per_example = task.per_example_loss(features, training=True)  # [b]
                 # Sum over this replica / global batch: summed over replicas it is the mean loss.
                 loss = tf.reduce_sum(per_example) / batch
@@ -197,20 +200,24 @@ class Trainer:
 
             Each micro-batch's loss is already divided by the whole batch size, so the sums are
             the loss and gradient of the whole batch; only one micro-batch's activations are
-            alive at a time (parallel_iterations=1).
+            alive at a time (parallel_iterations=1). Each gradient is added to its replica's
+            accumulator variable as soon as it is computed (and then freed).
             """
             micro = tf.nest.map_structure(lambda t: _split_batch(t, accumulate), features)
+            for a in self._accumulators:
+                a.assign(tf.zeros_like(a), read_value=False)
 
-            def body(i, loss_sum, grad_sums):
+            def body(i, loss_sum):
                 loss, grads = grads_fn(tf.nest.map_structure(lambda t: t[i], micro), scale)
-                return i + 1, loss_sum + loss, [a + g for a, g in zip(grad_sums, grads,
-                                                                      strict=True)]
+                added = [a.assign_add(g, read_value=False)
+                         for a, g in zip(self._accumulators, grads, strict=True)]
+                with tf.control_dependencies(added):
+                    return i + 1, loss_sum + loss
 
-            zeros = [tf.zeros_like(v) for v in variables]
-            _, loss, grads = tf.while_loop(lambda i, *_: i < accumulate, body,
-                                           (tf.constant(0), tf.constant(0.0), zeros),
-                                           parallel_iterations=1)
-            return loss, grads
+            _, loss = tf.while_loop(lambda i, *_: i < accumulate, body,
+                                    (tf.constant(0), tf.constant(0.0)), parallel_iterations=1)
+            with tf.control_dependencies([loss]):
+                return loss, [a.read_value() for a in self._accumulators]
 
         def step_fn(features):
             scale = tf.identity(self.loss_scale) if scaling else tf.constant(1.0)
