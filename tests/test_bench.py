@@ -266,3 +266,49 @@ def test_run_peers_failed_setup_and_partial_run(tmp_path):
     body = json.dumps([good, {"peer": peers.KERAS_HUB, "error": "boom"}])
     records, status = fake(f"echo '{body}' > \"$2\"; exit 1\n")
     assert len(records) == 2 and "(1 failed configurations, exit 1;" in status
+
+
+def test_peers_run_for_each_size_right_after_ours(tmp_path, monkeypatch):
+    """The order of a run: our jobs of a size, then run-peers for that size alone (its
+    --sizes through PEERS_ARGS); the accumulation pair and the last peak after all sizes."""
+    jobs, _ = spec.plan(("bert-mini", "minilm-l6"), ("fp32",), (False, True), True, AVX2_ONLY)
+    order = spec.schedule(jobs, with_peers=True)
+    assert [x if isinstance(x, str) else (x.kind, x.size, x.xla, x.role) for x in order] == [
+        ("gemm", "", False, ""),
+        ("model", "bert-mini", False, ""), ("model", "bert-mini", True, ""), "bert-mini",
+        ("model", "minilm-l6", False, ""), ("model", "minilm-l6", True, ""), "minilm-l6",
+        ("model", "minilm-l6", False, "accumulation"),
+        ("model", "minilm-l6", False, "accumulation"), ("gemm", "", False, "peak")]
+    assert spec.schedule(jobs, with_peers=False) == jobs
+
+    events = []
+    monkeypatch.setattr(bench_main, "run_job", lambda job, i, n, log_dir: events.append(
+        (job.kind, job.size, job.role)) or [])
+    script = tmp_path / "run-peers"
+    # A fake run-peers: one record per call, for the size PEERS_ARGS names.
+    script.write_text('#!/bin/sh\nsize=$(echo "$PEERS_ARGS" | sed "s/.*--sizes \\([^ ]*\\).*/\\1/")\n'
+                      f'echo "$size" >> {tmp_path}/calls\n'
+                      'echo "[{\\"peer\\": \\"hf-torch\\", \\"model\\": \\"$size\\"}]" > "$2"\n')
+    script.chmod(0o755)
+    # --quick: the sizes of spec.QUICK_SIZES, in their order.
+    args = bench_main.parse_args(["--quick", "--xla", "off", "--peers_dir", str(tmp_path),
+                                  "--peers_venvs", str(tmp_path / "venvs"),
+                                  "--out_dir", str(tmp_path / "out")])
+    real_run_peers = peers.run_peers
+
+    def run_peers(*a, **k):
+        events.append("peers")
+        return real_run_peers(*a, **k)
+
+    monkeypatch.setattr(peers, "run_peers", run_peers)
+    result = bench_main.measure(args, tmp_path / "out")
+    assert (tmp_path / "calls").read_text().split() == ["minilm-l6", "bert-mini"]
+    assert events == [("gemm", "", ""), ("model", "minilm-l6", ""), "peers",
+                      ("model", "bert-mini", ""), "peers", ("model", "minilm-l6", "accumulation"),
+                      ("model", "minilm-l6", "accumulation"), ("gemm", "", "peak")]
+    assert [r["model"] for r in result["peers"]] == ["minilm-l6", "bert-mini"]
+    assert result["meta"]["peers_status"].startswith("peers: 2 records from ")
+    assert result["meta"]["peers_status"].endswith(
+        " --quick, run for each size right after our rows of that size")
+    saved = json.loads((tmp_path / "out" / "peers.json").read_text())
+    assert [r["model"] for r in saved] == ["minilm-l6", "bert-mini"]

@@ -5,7 +5,8 @@ GEMM-only bound, peak RSS and the ratio to each peer, all measured in one run.
     python -m bert_finetune.bench --quick          # MiniLM-L6 and BERT-Mini, fewer steps
     python -m bert_finetune.bench --update_readme  # also rewrite README.md's bench block
 
-Every configuration runs in its own child process (peak RSS per configuration). Writes
+Every configuration runs in its own child process (peak RSS per configuration); the peers
+(../shared/bench/run-peers) run once per size, right after our configurations of that size. Writes
 OUT_DIR/bench.json (every record, ours and the peers'), OUT_DIR/bench.md (the table the README
 carries between `<!-- bench:begin -->` and `<!-- bench:end -->`), OUT_DIR/peers.json and the
 logs of every child in OUT_DIR/logs/.
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args: argparse.Namespace, out_dir: Path) -> dict:
-    """Runs every job, then the peers; returns what bench.json holds."""
+    """Runs every job, each size's peers after its jobs; returns what bench.json holds."""
     began = time.time()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = os.getloadavg()[0]
@@ -172,9 +173,27 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
     for r in skipped:
         sys.stderr.write(f"[bench] {r['model']} bf16: {r['skipped']}\n")
 
+    peers_dir, not_run = _peers_dir(args)
     ours: list[dict] = []
-    for i, job in enumerate(jobs, 1):
-        ours += run_job(job, i, len(jobs), log_dir)
+    peer_records: list[dict] = []
+    statuses: list[str] = []
+    index = 0
+    for item in spec.schedule(jobs, with_peers=peers_dir is not None):
+        if isinstance(item, str):  # the peers of this size, right after ours
+            records, status = _run_peers(args, out_dir, peers_dir, item)
+            peer_records += records
+            statuses.append(status)
+        else:
+            index += 1
+            ours += run_job(item, index, len(jobs), log_dir)
+    if peers_dir is not None:
+        fileio.atomic_write(out_dir / "peers.json", json.dumps(peer_records, indent=1,
+                                                               sort_keys=True))
+        peers_status = _peers_status(statuses, peers_dir, args.quick)
+    elif args.peers_json:
+        peer_records, peers_status = peers.load_records(Path(args.peers_json)), not_run
+    else:
+        peers_status = not_run
 
     notes = []
     if args.warmup is not None or args.iters is not None:
@@ -182,7 +201,6 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
                  if v is not None]
         notes.append(f"Smoke run: {', '.join(given)} steps for every configuration (ours and "
                      "the peers'), not the defaults.")
-    peer_records, peers_status = _peers(args, out_dir)
 
     peaks = report.best_peaks(ours)
     bounds = [r for r in ours if r.get("kind") == "gemm_bound"]
@@ -202,27 +220,43 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
             "peers": peer_records}
 
 
-def _peers(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], str]:
+def _peers_dir(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The folder of run-peers to run, or None and the status line saying why not."""
     if args.no_peers:
-        return [], "peers: not run (--no_peers)"
+        return None, "peers: not run (--no_peers)"
     if args.peers_json:
-        return (peers.load_records(Path(args.peers_json)),
-                f"peers: from {args.peers_json}, NOT measured in this run")
+        return None, f"peers: from {args.peers_json}, NOT measured in this run"
     peers_dir = peers.find_peers_dir(args.peers_dir, REPO_ROOT)
     if peers_dir is None:
-        return [], ("peers: skipped (no run-peers: pass --peers_dir or set "
-                    f"${peers.ENV_DIR}; default ../shared/bench beside the repository)")
-    extra = []
+        return None, ("peers: skipped (no run-peers: pass --peers_dir or set "
+                      f"${peers.ENV_DIR}; default ../shared/bench beside the repository)")
+    return peers_dir, ""
+
+
+def _run_peers(args: argparse.Namespace, out_dir: Path, peers_dir: Path,
+               size: str) -> tuple[list[dict], str]:
+    """run-peers for one size (its --sizes passed through PEERS_ARGS)."""
+    extra = ["--sizes", size]
     if args.warmup is not None:
         extra += ["--warmup", str(args.warmup)]
     if args.iters is not None:
         extra += ["--iters", str(args.iters)]
-    if set(args.sizes) != set(spec.QUICK_SIZES if args.quick else spec.FULL_SIZES):
-        extra += ["--sizes", ",".join(args.sizes)]
     if set(args.precisions) != {"fp32", "bf16"}:
         extra += ["--precisions", ",".join(args.precisions)]
-    return peers.run_peers(peers_dir, out_dir / "peers.json", Path(args.peers_venvs).resolve(),
-                           out_dir / "logs" / "peers.log", args.quick, " ".join(extra))
+    return peers.run_peers(peers_dir, out_dir / f"peers-{size}.json",
+                           Path(args.peers_venvs).resolve(),
+                           out_dir / "logs" / f"peers-{size}.log", args.quick, " ".join(extra))
+
+
+def _peers_status(statuses: list[str], peers_dir: Path, quick: bool) -> str:
+    """One line for the peers of every size: the record count, or each size's failure."""
+    counts = [re.match(r"peers: (\d+) records from \S+( --quick)?$", s) for s in statuses]
+    if statuses and all(counts):
+        total = sum(int(m.group(1)) for m in counts)
+        shown = os.path.relpath(peers_dir / "run-peers")  # no machine path in the README
+        return (f"peers: {total} records from {shown}{' --quick' if quick else ''}, run for "
+                "each size right after our rows of that size")
+    return "; ".join(statuses) or "peers: no size to run"
 
 
 if __name__ == "__main__":

@@ -149,6 +149,20 @@ def iters_for(size: str, mode: str, quick: bool, warmup: int | None, iters: int 
     return (w if warmup is None else warmup), (n if iters is None else iters)
 
 
+def schedule(jobs: list[Job], with_peers: bool) -> list[Job | str]:
+    """The jobs in order, each size's name inserted after its last (size, precision, XLA) job:
+    there the peers run that size, so that each ratio compares measurements minutes apart
+    rather than half an hour (a shared machine's speed drifts)."""
+    if not with_peers:
+        return list(jobs)
+    last = {j.size: k for k, j in enumerate(jobs) if j.kind == "model" and not j.role}
+    order: list[Job | str] = []
+    for k, job in enumerate(jobs):
+        order.append(job)
+        order += [size for size, at in last.items() if at == k]
+    return order
+
+
 def plan(sizes: tuple[str, ...], precisions: tuple[str, ...], xla: tuple[bool, ...],
          quick: bool, cpu_flags: dict[str, bool], warmup: int | None = None,
          iters: int | None = None, accumulation: bool = True
