@@ -257,15 +257,23 @@ def test_run_peers_failed_setup_and_partial_run(tmp_path):
         return peers.run_peers(tmp_path, tmp_path / "peers.json", tmp_path / "venvs",
                                tmp_path / "peers.log", quick=True)
 
-    records, status = fake('echo "run-peers: setup-peers failed" >&2; exit 1\n')
-    assert records == []
-    assert status.startswith("peers: not measured (run-peers exited 1: "
-                             "run-peers: setup-peers failed;")
+    run = fake('echo "run-peers: setup-peers failed" >&2; exit 1\n')
+    assert run.records == [] and not run.clean
+    assert run.status.startswith("peers: not measured (run-peers exited 1: "
+                                 "run-peers: setup-peers failed;")
     # Some configurations failed: keep what was measured, say how many failed.
     good = _peer(peers.HF, 1.0)
     body = json.dumps([good, {"peer": peers.KERAS_HUB, "error": "boom"}])
-    records, status = fake(f"echo '{body}' > \"$2\"; exit 1\n")
-    assert len(records) == 2 and "(1 failed configurations, exit 1;" in status
+    run = fake(f"echo '{body}' > \"$2\"; exit 1\n")
+    assert len(run.records) == 2 and "(1 failed configurations, exit 1;" in run.status
+    assert not run.clean
+    clean = fake(f"echo '{json.dumps([good])}' > \"$2\"\n")
+    assert clean.clean and clean.status.startswith("peers: 1 records from ")
+    # The line of a whole bench run: the total when every size was clean, else each size's line.
+    assert bench_main._peers_status([clean, clean], tmp_path, True).startswith(
+        "peers: 2 records from ")
+    assert bench_main._peers_status([clean, run], tmp_path, True) == (
+        f"{clean.status}; {run.status}")
 
 
 def test_peers_run_for_each_size_right_after_ours(tmp_path, monkeypatch):

@@ -176,20 +176,20 @@ def measure(args: argparse.Namespace, out_dir: Path) -> dict:
     peers_dir, not_run = _peers_dir(args)
     ours: list[dict] = []
     peer_records: list[dict] = []
-    statuses: list[str] = []
+    runs: list[peers.PeersRun] = []
     index = 0
     for item in spec.schedule(jobs, with_peers=peers_dir is not None):
         if isinstance(item, str):  # the peers of this size, right after ours
-            records, status = _run_peers(args, out_dir, peers_dir, item)
-            peer_records += records
-            statuses.append(status)
+            run = _run_peers(args, out_dir, peers_dir, item)
+            peer_records += run.records
+            runs.append(run)
         else:
             index += 1
             ours += run_job(item, index, len(jobs), log_dir)
     if peers_dir is not None:
         fileio.atomic_write(out_dir / "peers.json", json.dumps(peer_records, indent=1,
                                                                sort_keys=True))
-        peers_status = _peers_status(statuses, peers_dir, args.quick)
+        peers_status = _peers_status(runs, peers_dir, args.quick)
     elif args.peers_json:
         peer_records, peers_status = peers.load_records(Path(args.peers_json)), not_run
     else:
@@ -234,7 +234,7 @@ def _peers_dir(args: argparse.Namespace) -> tuple[Path | None, str]:
 
 
 def _run_peers(args: argparse.Namespace, out_dir: Path, peers_dir: Path,
-               size: str) -> tuple[list[dict], str]:
+               size: str) -> peers.PeersRun:
     """run-peers for one size (its --sizes passed through PEERS_ARGS)."""
     extra = ["--sizes", size]
     if args.warmup is not None:
@@ -248,15 +248,14 @@ def _run_peers(args: argparse.Namespace, out_dir: Path, peers_dir: Path,
                            out_dir / "logs" / f"peers-{size}.log", args.quick, " ".join(extra))
 
 
-def _peers_status(statuses: list[str], peers_dir: Path, quick: bool) -> str:
-    """One line for the peers of every size: the record count, or each size's failure."""
-    counts = [re.match(r"peers: (\d+) records from \S+( --quick)?$", s) for s in statuses]
-    if statuses and all(counts):
-        total = sum(int(m.group(1)) for m in counts)
+def _peers_status(runs: list[peers.PeersRun], peers_dir: Path, quick: bool) -> str:
+    """One line for the peers of every size: the record count, or each size's status."""
+    if runs and all(run.clean for run in runs):
+        total = sum(len(run.records) for run in runs)
         shown = os.path.relpath(peers_dir / "run-peers")  # no machine path in the README
         return (f"peers: {total} records from {shown}{' --quick' if quick else ''}, run for "
                 "each size right after our rows of that size")
-    return "; ".join(statuses) or "peers: no size to run"
+    return "; ".join(run.status for run in runs) or "peers: no size to run"
 
 
 if __name__ == "__main__":

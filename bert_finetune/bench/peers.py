@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 HF, KERAS_HUB = "hf-torch", "keras-hub-tf"
 PEER_NAMES = {HF: "HF", KERAS_HUB: "keras-hub"}
@@ -30,9 +31,17 @@ def find_peers_dir(explicit: str | None, repo_root: Path) -> Path | None:
     return None
 
 
+class PeersRun(NamedTuple):
+    """What one call of run-peers gave: its records, one status line, and whether every
+    configuration it ran was measured (exit 0, records, none failed)."""
+    records: list[dict]
+    status: str
+    clean: bool
+
+
 def run_peers(peers_dir: Path, out_json: Path, venvs: Path, log_path: Path, quick: bool,
-              extra_args: str = "") -> tuple[list[dict], str]:
-    """Runs run-peers (its setup-peers first); returns (records, one status line).
+              extra_args: str = "") -> PeersRun:
+    """Runs run-peers (its setup-peers first) and says what it gave.
 
     The peers' virtual environments live in `venvs` (PEERS_VENV / PEERS_VENV_TF); their output
     goes to `log_path`. A failed setup, or a run that wrote nothing, gives no records and says
@@ -52,13 +61,14 @@ def run_peers(peers_dir: Path, out_json: Path, venvs: Path, log_path: Path, quic
     records = load_records(out_json) if out_json.exists() else []
     if not records:
         why = _last_lines(log_path)
-        return [], f"peers: not measured (run-peers exited {code}: {why}; see {log_path})"
+        return PeersRun([], f"peers: not measured (run-peers exited {code}: {why}; "
+                            f"see {log_path})", False)
     errors = sum(1 for r in records if r.get("error"))
     shown = os.path.relpath(peers_dir / "run-peers")  # no machine path in the README
     status = f"peers: {len(records)} records from {shown}{' --quick' if quick else ''}"
     if code or errors:
         status += f" ({errors} failed configurations, exit {code}; see {log_path})"
-    return records, status
+    return PeersRun(records, status, not (code or errors))
 
 
 def load_records(path: Path) -> list[dict]:
