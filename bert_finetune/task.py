@@ -281,6 +281,12 @@ class TaskContext:
                      why)
         slices, why = branches.batch_branches(self.strategy)
         logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
+        accumulate = opts.gradient_accumulation_steps
+        if accumulate > 1:
+            replicas = self.strategy.num_replicas_in_sync
+            logging.info("  Gradient accumulation: %d micro-batches of %d examples per replica "
+                         "(%d replica(s)) for each optimizer step on %d examples", accumulate,
+                         train_batch_size // (accumulate * replicas), replicas, train_batch_size)
         return loops.TrainOptions(
             output_dir=opts.output_dir, train_batch_size=train_batch_size,
             num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,

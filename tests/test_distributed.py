@@ -177,7 +177,8 @@ def _run_workers(root: Path, vocab: Path, output_dirs: list[Path]) -> list[dict]
                "--do_train=true", "--do_eval=true", f"--data_dir={data}",
                f"--vocab_file={vocab}", f"--bert_config_file={config}", "--max_seq_length=32",
                "--train_batch_size=8", "--eval_batch_size=8", "--num_train_epochs=1",
-               "--save_checkpoints_steps=2", f"--output_dir={output_dir}"]
+               "--save_checkpoints_steps=2", "--gradient_accumulation_steps=2",
+               f"--output_dir={output_dir}"]
         log = open(root / f"worker{index}.log", "w+")  # a file: a full pipe would stall a worker
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env=_env(TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmp)),
@@ -214,13 +215,16 @@ def multi_worker(tmp_path_factory, minilm_weights):
 
 
 def test_multi_worker_training(multi_worker):
-    """2 workers, one process each, same --output_dir: 4 steps; only the chief writes."""
+    """2 workers, one process each, same --output_dir: 4 steps (each replica's 4 examples as 2
+    accumulated micro-batches of 2); only the chief writes."""
     _, _, out, results = multi_worker
     assert [r["returncode"] for r in results] == [0, 0], _describe(results)
     chief, worker = results
     for r in results:
         assert "Training on 2 replica(s) (MultiWorkerMirroredStrategy)" in r["log"], _describe(
             results)
+        assert ("Gradient accumulation: 2 micro-batches of 2 examples per replica (2 replica(s))"
+                in r["log"]), _describe(results)
 
     assert (out / "eval_results.txt").is_file()
     assert "global_step = 4\n" in (out / "eval_results.txt").read_text()

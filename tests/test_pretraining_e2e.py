@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import subprocess
@@ -166,7 +167,7 @@ def test_cli_error_is_one_line_and_nothing_is_written(setup):
     assert not (root / "out").exists()
 
 
-def test_runner_additions_reach_pretraining(setup, tmp_path):
+def test_runner_additions_reach_pretraining(setup, tmp_path, caplog):
     """--gradient_accumulation_steps and --seed work in bert-pretrain as in the other tasks: two
     runs with the same seed (and micro-batches) end with the same weights."""
     root, records, prefix = setup
@@ -177,8 +178,13 @@ def test_runner_additions_reach_pretraining(setup, tmp_path):
                      iterations_per_loop=2, gradient_accumulation_steps=2, seed=7,
                      output_dir=str(out))
         assert pt.validate(opts) == []
-        pt.run(opts)
+        with caplog.at_level(logging.INFO):
+            pt.run(opts)
         ends.append(tf.train.load_checkpoint(str(out)))
+    said = [r.getMessage() for r in caplog.records if "Gradient accumulation" in r.getMessage()]
+    assert len(said) == 2 and said[0].strip().startswith(
+        f"Gradient accumulation: 2 micro-batches of {opts.train_batch_size // 2} examples per "
+        f"replica (1 replica(s)) for each optimizer step on {opts.train_batch_size} examples"), said
     name = "bert/encoder/layer_0/attention/self/query/kernel"
     np.testing.assert_array_equal(ends[0].get_tensor(name), ends[1].get_tensor(name))
     assert abs(ends[0].get_tensor(name) -
