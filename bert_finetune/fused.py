@@ -15,9 +15,15 @@ kept where the draw is >= rate and scaled by 1 / (1 - rate). Run eagerly under a
 drop the same units; in a traced step TensorFlow derives each random op's seed from its place
 in the graph, so a seeded run is repeatable but drops other units than the plain ops would.
 
-Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 on CPU,
---use_xla not given); elsewhere (inference, exported models, Keras) the model runs the plain
-ops. Other dtypes always run the plain ops.
+In bfloat16 (mixed precision: float32 variables, bfloat16 activations) each kernel reads and
+writes the activations in bfloat16 and computes in float32 inside, as the plain path's softmax
+and LayerNorm do (its GELU, dropout and residual add run in bfloat16); what the backward pass
+keeps of LayerNorm and softmax stays float32. TensorFlow's bfloat16 element-wise ops convert
+every element on its own, so the fused kernels save more there than in float32.
+
+Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 or
+bfloat16 on CPU, --use_xla not given); elsewhere (inference, exported models, Keras) the model
+runs the plain ops. Other dtypes (float16) always run the plain ops.
 """
 
 from __future__ import annotations
@@ -26,11 +32,18 @@ import tensorflow as tf
 
 from bert_finetune import xla_kernels
 
+DTYPES = (tf.float32, tf.bfloat16)
+
 
 def active(x: tf.Tensor) -> bool:
     """Whether the encoder should use the fused kernels for activations like `x` here: with
-    XLA kernels on (bert_finetune.xla_kernels), in float32."""
-    return xla_kernels.is_on() and x.dtype == tf.float32
+    XLA kernels on (bert_finetune.xla_kernels), in float32 or bfloat16."""
+    return xla_kernels.is_on() and x.dtype in DTYPES
+
+
+def _f32(x: tf.Tensor) -> tf.Tensor:
+    """x in float32 (no op for float32)."""
+    return tf.cast(x, tf.float32)
 
 
 def _keep_scale(rate: float) -> float:
@@ -38,9 +51,10 @@ def _keep_scale(rate: float) -> float:
     return 1.0 / (1.0 - rate)
 
 
-def _dropout_randoms(x: tf.Tensor) -> tf.Tensor:
-    """Uniform [0, 1) draws for x, by the op tf.nn.dropout uses."""
-    return tf.random.uniform(tf.shape(x), dtype=x.dtype)
+def _dropout_randoms(x: tf.Tensor, dtype: tf.DType | None = None) -> tf.Tensor:
+    """Uniform [0, 1) draws of x's shape, by the op tf.nn.dropout uses, in the dtype the plain
+    path drops in (x's by default)."""
+    return tf.random.uniform(tf.shape(x), dtype=dtype or x.dtype)
 
 
 # -- GELU (the original's tanh approximation) ------------------------------------------------
@@ -60,12 +74,14 @@ def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
 
 @tf.function(jit_compile=True)
 def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
-    return x * (0.5 * (1.0 + _gelu_tanh(x)))
+    x32 = _f32(x)
+    return tf.cast(x32 * (0.5 * (1.0 + _gelu_tanh(x32))), x.dtype)
 
 
 @tf.function(jit_compile=True)
 def _gelu_backward(dy: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    return dy * gelu_derivative(x, _gelu_tanh(x))
+    x32 = _f32(x)
+    return tf.cast(_f32(dy) * gelu_derivative(x32, _gelu_tanh(x32)), x.dtype)
 
 
 @tf.custom_gradient
@@ -78,6 +94,7 @@ def gelu(x: tf.Tensor):
 
 # -- LayerNorm, optionally after dropout + residual ------------------------------------------
 def _normalize(z: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float):
+    """LayerNorm of float32 z: (y, xhat, rstd), all float32."""
     mean = tf.reduce_mean(z, axis=-1, keepdims=True)
     centered = z - mean
     rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
@@ -96,17 +113,20 @@ def _normalize_backward(dy: tf.Tensor, xhat: tf.Tensor, rstd: tf.Tensor, gamma: 
 
 
 @tf.function(jit_compile=True)
-def _layer_norm_forward(z, gamma, beta, epsilon):
-    return _normalize(z, gamma, beta, epsilon)
+def _layer_norm_forward(x, gamma, beta, epsilon):
+    y, xhat, rstd = _normalize(_f32(x), gamma, beta, epsilon)
+    return tf.cast(y, x.dtype), xhat, rstd
 
 
 @tf.function(jit_compile=True)
 def _layer_norm_backward(dy, xhat, rstd, gamma):
-    return _normalize_backward(dy, xhat, rstd, gamma)
+    dz, dgamma, dbeta = _normalize_backward(_f32(dy), xhat, rstd, gamma)
+    return tf.cast(dz, dy.dtype), dgamma, dbeta
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
-    """LayerNorm over the last axis (as modeling.layer_norm, float32)."""
+    """LayerNorm over the last axis (as modeling.layer_norm: computed in float32, returned in
+    x's dtype; gamma and beta float32)."""
 
     @tf.custom_gradient
     def fused(x, gamma, beta):
@@ -119,16 +139,17 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
 @tf.function(jit_compile=True)
 def _dropout_add_norm_forward(x, randoms, residual, gamma, beta, rate, epsilon):
     keep = randoms >= rate
-    z = tf.where(keep, x * _keep_scale(rate), tf.zeros_like(x)) + residual
+    x32 = _f32(x)
+    z = tf.where(keep, x32 * _keep_scale(rate), tf.zeros_like(x32)) + _f32(residual)
     y, xhat, rstd = _normalize(z, gamma, beta, epsilon)
-    return y, xhat, rstd, keep
+    return tf.cast(y, x.dtype), xhat, rstd, keep
 
 
 @tf.function(jit_compile=True)
 def _dropout_add_norm_backward(dy, xhat, rstd, gamma, keep, rate):
-    dz, dgamma, dbeta = _normalize_backward(dy, xhat, rstd, gamma)
+    dz, dgamma, dbeta = _normalize_backward(_f32(dy), xhat, rstd, gamma)
     dx = tf.where(keep, dz * _keep_scale(rate), tf.zeros_like(dz))
-    return dx, dz, dgamma, dbeta
+    return tf.cast(dx, dy.dtype), tf.cast(dz, dy.dtype), dgamma, dbeta
 
 
 def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
@@ -149,18 +170,20 @@ def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
 # -- The attention's probabilities -----------------------------------------------------------
 @tf.function(jit_compile=True)
 def _softmax(scores, mask_adder, scale):
-    return tf.nn.softmax(scores * scale + mask_adder, axis=-1)
+    return tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1)  # float32
 
 
 @tf.function(jit_compile=True)
 def _softmax_backward(dprobs, probs, scale):
+    dprobs = _f32(dprobs)
     return probs * (dprobs - tf.reduce_sum(dprobs * probs, axis=-1, keepdims=True)) * scale
 
 
 @tf.function(jit_compile=True)
 def _softmax_dropout(scores, mask_adder, scale, randoms, rate):
-    probs = tf.nn.softmax(scores * scale + mask_adder, axis=-1)
-    return tf.where(randoms >= rate, probs * _keep_scale(rate), tf.zeros_like(probs)), probs
+    probs = tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1)  # float32
+    out = tf.where(randoms >= rate, probs * _keep_scale(rate), tf.zeros_like(probs))
+    return tf.cast(out, scores.dtype), probs
 
 
 @tf.function(jit_compile=True)
@@ -168,25 +191,29 @@ def _softmax_dropout_backward(dy, out, probs, scale):
     # out = keep * probs / keep_prob, so with dprobs = keep * dy / keep_prob the softmax
     # gradient probs * (dprobs - sum(dprobs * probs)) is out * dy - probs * sum(out * dy):
     # no keep mask to save (out is kept anyway, as the input of the probs.V matmul).
-    weighted = out * dy
-    return (weighted - probs * tf.reduce_sum(weighted, axis=-1, keepdims=True)) * scale
+    weighted = _f32(out) * _f32(dy)
+    return tf.cast((weighted - probs * tf.reduce_sum(weighted, axis=-1, keepdims=True)) * scale,
+                   dy.dtype)
 
 
 def attention_probs(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float,
                     rate: float) -> tf.Tensor:
     """dropout(softmax(scores * scale + mask_adder), rate) for Q.K^T scores [B, N, R, T] and
-    mask_adder [B, 1, 1, T]; rate 0 for no dropout."""
+    mask_adder [B, 1, 1, T] (float32); rate 0 for no dropout. In the scores' dtype, computed in
+    float32."""
 
     if rate <= 0.0:
         @tf.custom_gradient
         def fused(scores, mask_adder):
             probs = _softmax(scores, mask_adder, scale)
-            return probs, lambda dy: (_softmax_backward(dy, probs, scale), None)
+            return tf.cast(probs, scores.dtype), lambda dy: (
+                tf.cast(_softmax_backward(dy, probs, scale), scores.dtype), None)
     else:
         @tf.custom_gradient
         def fused(scores, mask_adder):
-            out, probs = _softmax_dropout(scores, mask_adder, scale, _dropout_randoms(scores),
-                                          rate)
+            # The plain path drops the float32 probabilities: float32 draws here too.
+            out, probs = _softmax_dropout(scores, mask_adder, scale,
+                                          _dropout_randoms(scores, tf.float32), rate)
             return out, lambda dy: (_softmax_dropout_backward(dy, out, probs, scale), None)
 
     return fused(scores, mask_adder)

@@ -10,9 +10,9 @@ the shape, interleaved, best of `ROUNDS`; XLA's is used only when it took at mos
 oneDNN's time. Each choice is logged. The forward and the input gradient keep oneDNN's kernels,
 and the values are the same GEMM's (equal within float32 rounding).
 
-Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 on CPU,
---use_xla not given); elsewhere (inference, exported models, Keras) `dense` is the plain
-x @ W + b.
+Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 or
+bfloat16 on CPU, --use_xla not given; each dtype measured on its own); elsewhere (inference,
+exported models, Keras) `dense` is the plain x @ W + b.
 """
 
 from __future__ import annotations

@@ -236,11 +236,17 @@ def test_xla_requires_static_shapes(tmp_path, init_checkpoint):
     assert not list(tmp_path.glob("model.ckpt-*"))
 
 
-def test_bfloat16_training(tmp_path, init_checkpoint):
+@pytest.mark.parametrize("xla_kernels", [False, True])  # as the commands train bf16 on CPU
+def test_bfloat16_training(tmp_path, init_checkpoint, xla_kernels):
     one_batch = {k: v[:BATCH] for k, v in FEATURES.items()}
     trainer = _trainer(tmp_path, init_checkpoint, num_train_steps=8, num_warmup_steps=0,
-                       learning_rate=3e-3, compute_dtype="bfloat16")
-    trainer.train(lambda ctx, skip: dataset_fn(ctx, skip, one_batch))
+                       learning_rate=3e-3, compute_dtype="bfloat16", xla_kernels=xla_kernels)
+    data = lambda ctx, skip: dataset_fn(ctx, skip, one_batch)  # noqa: E731
+    trainer.train(data)
+    graph = trainer.train_steps.get_concrete_function(
+        trainer.make_iterator(data), tf.TensorSpec([], tf.int32)).graph
+    compiled = [f.signature.name for f in graph.as_graph_def().library.function]
+    assert any("gelu_backward" in n for n in compiled) == xla_kernels, compiled
     losses = np.array([v for _, v in trainer.history])
     assert np.isfinite(losses).all(), losses
     assert losses[-1] < losses[0] and losses[-3:].mean() < losses[:3].mean(), losses

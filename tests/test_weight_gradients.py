@@ -129,8 +129,9 @@ def test_where_the_runner_allows_it(monkeypatch):
     for given in (True, False):
         use, why = xla.training_kernels_xla(given, STRATEGY, "float32")
         assert not use and f"--use_xla={str(given).lower()}" in why
-    use, why = xla.training_kernels_xla(None, STRATEGY, "bfloat16")
-    assert not use and "bfloat16" in why
+    assert xla.training_kernels_xla(None, STRATEGY, "bfloat16")[0]
+    use, why = xla.training_kernels_xla(None, STRATEGY, "float16")
+    assert not use and "float16" in why
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["gpu"] if kind == "GPU" else [])
     use, why = xla.training_kernels_xla(None, STRATEGY, "float32")

@@ -3,7 +3,7 @@
 Measured with `make bench` and whole runs (README, "XLA by device"):
 - training: XLA was slower than plain TensorFlow on every CPU measured (AVX2-only and AVX-512),
   so the default is off; `--use_xla=true` compiles the gradient step (fixed shapes). Without the
-  flag, float32 training on CPU runs XLA kernels inside the uncompiled step
+  flag, float32 and bfloat16 training on CPU runs XLA kernels inside the uncompiled step
   (`training_kernels_xla`): the element-wise chains fused (GELU, softmax + dropout, dropout +
   residual + LayerNorm; bert_finetune.fused) and the dense layers' weight gradients for the
   shapes where XLA's GEMM is measured faster (bert_finetune.weight_gradients).
@@ -57,8 +57,8 @@ def training_kernels_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
     the weight gradients where measured faster?, why).
 
     bert_finetune.weight_gradients measures the GEMM choice per shape; this only rules out where
-    neither applies: TPU, GPU (not measured), other than float32, and an explicit `--use_xla`
-    (true compiles the whole step, false means no XLA at all).
+    neither applies: TPU, GPU (not measured), float16 (a GPU dtype), and an explicit
+    `--use_xla` (true compiles the whole step, false means no XLA at all).
     """
     if is_tpu(strategy):
         return False, "TPU: the step is compiled by the TPU runtime"
@@ -67,7 +67,7 @@ def training_kernels_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
                        else "--use_xla=false")
     if tf.config.list_logical_devices("GPU"):
         return False, "default on GPU (not measured): off"
-    if compute_dtype != "float32":
-        return False, f"default for {compute_dtype} (measured for float32 only): off"
+    if compute_dtype not in ("float32", "bfloat16"):
+        return False, f"default for {compute_dtype} (measured for float32 and bfloat16): off"
     return True, ("default on CPU: element-wise chains as one XLA kernel each; each weight "
                   "gradient by XLA's GEMM where measured faster than oneDNN's at the start")
