@@ -21,9 +21,10 @@ and LayerNorm do (its GELU, dropout and residual add run in bfloat16); what the 
 keeps of LayerNorm and softmax stays float32. TensorFlow's bfloat16 element-wise ops convert
 every element on its own, so the fused kernels save more there than in float32.
 
-Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 or
-bfloat16 on CPU, --use_xla not given); elsewhere (inference, exported models, Keras) the model
-runs the plain ops. Other dtypes (float16) always run the plain ops.
+Only in a step traced with XLA kernels on (bert_finetune.xla_kernels): training in float32 or
+bfloat16 on CPU without --use_xla, and the runner's inference step on CPU when it is not compiled
+whole; elsewhere (exported models, Keras) the model runs the plain ops. Other dtypes (float16)
+always run the plain ops.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def eval_metrics(out: dict[str, np.ndarray], batch_size: int) -> dict:
 
 
 def evaluate(opts: PretrainingOptions, strategy, model: PretrainingModel, files: list[str],
-             use_xla: bool = False) -> dict:
+             inference: dict | None = None) -> dict:
     """`max_eval_steps` batches of the records (repeated, as the original), into eval_results.txt."""
     logging.info("***** Running evaluation *****")
     logging.info("  Batch size = %d", opts.eval_batch_size)
@@ -241,7 +241,7 @@ def evaluate(opts: PretrainingOptions, strategy, model: PretrainingModel, files:
     input_fn = pretraining_records.input_fn_builder(
         files, opts.max_seq_length, opts.max_predictions_per_seq, is_training=False)
     dataset = input_fn({"batch_size": opts.eval_batch_size}).take(opts.max_eval_steps)
-    out = loops.run_inference(strategy, model, dataset, use_xla=use_xla)
+    out = loops.run_inference(strategy, model, dataset, **(inference or {}))
     results = eval_metrics(out, opts.eval_batch_size)
     results["global_step"] = np.int64(step)
     outputs.write_eval_results(os.path.join(opts.output_dir, "eval_results.txt"), results)

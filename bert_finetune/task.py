@@ -265,12 +265,17 @@ class TaskContext:
         if not self.chief:
             shutil.rmtree(self.record_dir, ignore_errors=True)
 
-    def inference_xla(self, num_batches: int | None) -> bool:
-        """Whether to compile inference over num_batches batches with XLA (logs the reason)."""
+    def inference_xla(self, num_batches: int | None) -> dict[str, bool]:
+        """How to run inference over num_batches batches: `use_xla` (compile it whole) and
+        `kernels` (XLA kernels for its element-wise chains otherwise), the keyword arguments of
+        loops.run_inference; logs the reasons."""
         use, why = xla.inference_xla(self.opts.use_xla, self.strategy, num_batches)
         logging.info("  XLA for inference: %s (%s)", "on" if use else "off", why)
+        kernels, why = xla.inference_kernels_xla(self.opts.use_xla, use, self.strategy)
+        logging.info("  XLA kernels in inference: %s (%s)",
+                     "fused element-wise chains" if kernels else "off", why)
         logging.info("  Batch slices side by side: %d (%s)", *branches.batch_branches(self.strategy))
-        return use
+        return {"use_xla": use, "kernels": kernels}
 
     def train_options(self, num_train_steps: int, num_warmup_steps: int, train_batch_size: int,
                       learning_rate: float) -> loops.TrainOptions:

@@ -12,7 +12,8 @@ and the values are the same GEMM's (equal within float32 rounding).
 
 Only in a training step traced with XLA kernels on (bert_finetune.xla_kernels: float32 or
 bfloat16 on CPU, --use_xla not given; each dtype measured on its own); elsewhere (inference,
-exported models, Keras) `dense` is the plain x @ W + b.
+whose steps enable the element-wise kernels alone, exported models, Keras) `dense` is the plain
+x @ W + b.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     the kernel's gradient by XLA where that was measured faster for these (static) shapes."""
     rows, n_in = x.shape
     n_out = kernel.shape[-1]
-    if (not xla_kernels.is_on() or rows is None or n_in is None or n_out is None
+    if (not xla_kernels.weight_gradients_on() or rows is None or n_in is None or n_out is None
             or not xla_is_faster(rows, n_in, n_out, x.dtype)):
         return tf.matmul(x, kernel) + bias
     return _dense_xla_weight_gradient(x, kernel, bias)

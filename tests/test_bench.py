@@ -190,6 +190,16 @@ def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     md = report.format_markdown(meta, done)
     assert "bert-mini [4096, 256]ᵀ[4096, 1024], [4096, 1024]ᵀ[4096, 256]." in md
     assert "bert-mini [4096" in report.format_text(meta, done)
+    # Inference with the kernels: part too; its (absent) weight gradients do not hide training's.
+    done[1]["xla_kernels"] = True
+    md = report.format_markdown(meta, done)
+    assert "| bert-mini | infer | fp32 | part |" in md
+    assert "as the product trains and predicts without --use_xla" in md
+    assert "bert-mini [4096, 256]ᵀ[4096, 1024], [4096, 1024]ᵀ[4096, 256]." in md
+    only_infer = [r for r in done if r.get("mode") == "infer"]
+    assert "dropout + residual + LayerNorm: bert_finetune/fused.py), and in training no weight " \
+        "gradients (no training row)." in report.format_markdown(meta, only_infer)
+    del done[1]["xla_kernels"]
     del done[0]["xla_kernels"]  # a JSON from before the fused kernels: weight gradients only
     md = report.format_markdown(meta, done)
     assert "| bert-mini | train | fp32 | part |" in md and "element-wise" not in md

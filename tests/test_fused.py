@@ -14,10 +14,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import TINY_CONFIG
-from test_runner import BATCH, FEATURES, assert_same_training, init_checkpoint, train_off_and_on  # noqa: F401
+from test_runner import (  # noqa: F401
+    BATCH,
+    FEATURES,
+    _model,
+    assert_same_training,
+    init_checkpoint,
+    train_off_and_on,
+)
 
 from bert_finetune import fused, modeling, weight_gradients, xla_kernels
 from bert_finetune.classify import ClassifierModel
+from bert_finetune.runner import loops
 
 RNG = np.random.default_rng(11)
 CLOSE = dict(rtol=1e-5, atol=1e-6)
@@ -313,3 +321,40 @@ def test_trainer_with_xla_kernels_on_varying_lengths(tmp_path, init_checkpoint, 
     runs = train_off_and_on(tmp_path, init_checkpoint, "xla_kernels", _varying_lengths)
     assert any("layer_norm_forward" in n for n in runs[True][1])
     assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
+    """The runner's predict step with the kernels (as on CPU without --use_xla): the encoder's
+    every row (padded rows included) and the classifier's [CLS]-only path give the plain ops'
+    outputs (float32 as in the kernels' tests; bfloat16 within 1e-2 of the largest magnitude);
+    no weight gradient is measured."""
+    measured = []
+    monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *a: measured.append(a))
+    tf.random.set_seed(4)
+    model = _model(dtype)
+    features = {k: tf.constant(v[:BATCH]) for k, v in FEATURES.items()}
+
+    class Task:  # the sequence output too: the last layer in full, not only [CLS]
+        @staticmethod
+        def predict(f):
+            out = model.bert(f["input_ids"], f["input_mask"], f["segment_ids"])
+            return {"sequence_output": tf.cast(out["sequence_output"], tf.float32),
+                    **model.predict(f)}
+
+    outputs = {}
+    for on in (False, True):
+        step = loops.inference_step(tf.distribute.get_strategy(), Task(), False, 2, on)
+        outputs[on] = step(features)
+        graph = step.get_concrete_function(features).graph
+        names = [f.signature.name for f in graph.as_graph_def().library.function]
+        assert any("layer_norm_forward" in n for n in names) == on, names
+        assert any("gelu_forward" in n for n in names) == on, names
+    for name in ("sequence_output", "predictions", "per_example_loss"):
+        got, want = outputs[True][name].numpy(), outputs[False][name].numpy()
+        if dtype == "float32":
+            np.testing.assert_allclose(got, want, err_msg=name, **CLOSE)
+        else:
+            np.testing.assert_allclose(got, want, rtol=0, err_msg=name,
+                                       atol=BF16_CLOSE * np.abs(want).max())
+    assert measured == []

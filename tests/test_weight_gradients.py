@@ -130,9 +130,16 @@ def test_where_the_runner_allows_it(monkeypatch):
         use, why = xla.training_kernels_xla(given, STRATEGY, "float32")
         assert not use and f"--use_xla={str(given).lower()}" in why
     assert xla.training_kernels_xla(None, STRATEGY, "bfloat16")[0]
+    assert xla.inference_kernels_xla(None, False, STRATEGY)[0]  # not compiled: on CPU
+    use, why = xla.inference_kernels_xla(None, True, STRATEGY)
+    assert not use and "compiled" in why
+    use, why = xla.inference_kernels_xla(False, False, STRATEGY)  # no XLA at all
+    assert not use and "--use_xla=false" in why
     use, why = xla.training_kernels_xla(None, STRATEGY, "float16")
     assert not use and "float16" in why
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["gpu"] if kind == "GPU" else [])
     use, why = xla.training_kernels_xla(None, STRATEGY, "float32")
+    assert not use and "GPU" in why
+    use, why = xla.inference_kernels_xla(None, False, STRATEGY)
     assert not use and "GPU" in why

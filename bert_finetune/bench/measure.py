@@ -211,13 +211,19 @@ def bert_config(size: spec.Size) -> modeling.BertConfig:
                                intermediate_size=size.intermediate, type_vocab_size=2)
 
 
-def infer_step(strategy, model: ClassifierModel, batch: dict, xla: bool):
+def inference_kernels(strategy, job: spec.Job) -> bool:
+    """As the product predicts: the element-wise chains as XLA kernels when not compiled."""
+    return xla.inference_kernels_xla(None, job.xla, strategy)[0]
+
+
+def infer_step(strategy, model: ClassifierModel, batch: dict, job: spec.Job):
     """The product's predict path on the fixed batch: (step, what it runs)."""
     slices = branches.batch_branches(strategy)[0]
-    predict = loops.inference_step(strategy, model, xla, slices)
+    kernels = inference_kernels(strategy, job)
+    predict = loops.inference_step(strategy, model, job.xla, slices, kernels)
     return (lambda: predict(batch)["predictions"].numpy(),
-            f"runner.loops.inference_step(ClassifierModel.predict, use_xla={xla}, "
-            f"num_branches={slices})")
+            f"runner.loops.inference_step(ClassifierModel.predict, use_xla={job.xla}, "
+            f"num_branches={slices}, kernels={kernels})")
 
 
 def training_kernels(strategy, job: spec.Job) -> bool:
@@ -259,7 +265,7 @@ def model_job(job: spec.Job, emit) -> None:
         for mode in job.modes:
             warmup, iters = job.iters_for(mode)
             if mode == "infer":
-                step, path = infer_step(strategy, model, batch, job.xla)
+                step, path = infer_step(strategy, model, batch, job)
             else:
                 step, path = train_step(strategy, model, batch, job, out_dir)
             t0 = time.time()
@@ -276,9 +282,11 @@ def model_job(job: spec.Job, emit) -> None:
                   "seq_len": spec.SEQ, "batch": spec.BATCH, "mode": mode,
                   "precision": job.precision, "jit_compile": job.xla,
                   "gradient_accumulation_steps": job.accumulation, "path": path,
-                  # XLA kernels in the uncompiled step (fused element-wise chains, and the
-                  # weight gradients [rows, H_in, H_out] XLA's GEMM computed, as measured)
-                  "xla_kernels": mode == "train" and training_kernels(strategy, job),
+                  # XLA kernels in the uncompiled step (fused element-wise chains, and in
+                  # training the weight gradients [rows, H_in, H_out] XLA's GEMM computed, as
+                  # measured)
+                  "xla_kernels": (training_kernels(strategy, job) if mode == "train"
+                                  else inference_kernels(strategy, job)),
                   # the encoder's batch as independent slices side by side (batch_branches)
                   # (each micro-batch of gradient accumulation too: runner.loops.Trainer)
                   "batch_branches": branches.batch_branches(strategy)[0],

@@ -89,15 +89,19 @@ def xla_kernels_line(records: list[dict]) -> str | None:
     fused = any(r.get("xla_kernels") for r in rows)
     shapes = {}
     for r in rows:
+        if r.get("mode") != "train":  # inference has no weight gradients
+            continue
         shapes.setdefault(r["model"], ", ".join(
             f"[{n}, {a}]ᵀ[{n}, {b}]" for n, a, b in r.get("xla_weight_gradients") or []) or "none")
-    return ("XLA \"part\": as the product trains without --use_xla, the step runs uncompiled "
-            "(oneDNN) except "
+    return ("XLA \"part\": as the product trains and predicts without --use_xla, the step runs "
+            "uncompiled (oneDNN) except "
             + ("its element-wise chains, one XLA kernel each (GELU, softmax + dropout, dropout "
-               "+ residual + LayerNorm: bert_finetune/fused.py), and " if fused else "")
-            + "the dense layers' weight gradients xᵀ·dy of the shapes where XLA's GEMM "
-            "measured faster at the start (bert_finetune/weight_gradients.py): "
-            + "; ".join(f"{m} {s}" for m, s in shapes.items()) + ".")
+               "+ residual + LayerNorm: bert_finetune/fused.py), and in training " if fused
+               else "")
+            + ("the dense layers' weight gradients xᵀ·dy of the shapes where XLA's GEMM "
+               "measured faster at the start (bert_finetune/weight_gradients.py): "
+               + "; ".join(f"{m} {s}" for m, s in shapes.items()) if shapes
+               else "no weight gradients (no training row)") + ".")
 
 
 def branches_line(records: list[dict]) -> str | None:

@@ -27,7 +27,7 @@ from absl import logging
 from bert_finetune import batch_branches, checkpoints, optimization, xla_kernels
 from bert_finetune.errors import UserError
 from bert_finetune.progress import Progress, hms
-from bert_finetune.runner import branches
+from bert_finetune.runner import branches, xla
 from bert_finetune.runner.distribute import is_chief, is_tpu, strategy_name
 
 # dataset_fn(input_context, skip_batches) -> this input pipeline's per-replica batches, its first
@@ -410,18 +410,19 @@ def restore_for_inference(variables: dict[str, tf.Variable], output_dir: str,
 def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
                   progress: Callable[[int], None] | None = None,
                   num_examples: int | None = None, what: str = "Inference",
-                  use_xla: bool = False) -> dict[str, np.ndarray]:
+                  use_xla: bool = False, kernels: bool | None = None) -> dict[str, np.ndarray]:
     """Runs `task.predict` on every batch of `dataset` (global batches, in order).
 
     Batches are split across replicas in order and gathered back, so row i of every output
     is example i. Under MultiWorkerMirroredStrategy each worker runs it locally. A run longer
     than a few seconds logs `what`'s progress (with an ETA when `num_examples` is given);
     `progress(batches_done)` is also called after every batch. `use_xla` compiles `task.predict`
-    with XLA (once per batch shape; see runner.xla for when that pays).
+    with XLA (once per batch shape; see runner.xla for when that pays); `kernels` runs its
+    element-wise chains as XLA kernels when it is not compiled (None: the per-device default).
     """
     chunks: list[dict[str, np.ndarray]] = []
     shown = Progress(what, num_examples)
-    for chunk in iter_inference(strategy, task, dataset, use_xla):
+    for chunk in iter_inference(strategy, task, dataset, use_xla, kernels):
         chunks.append(chunk)
         shown.advance(len(next(iter(chunk.values()))) if chunk else 0)
         if progress is not None:
@@ -433,31 +434,36 @@ def run_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Datas
 
 
 def iter_inference(strategy: tf.distribute.Strategy, task, dataset: tf.data.Dataset,
-                   use_xla: bool = False) -> Iterator[dict[str, np.ndarray]]:
+                   use_xla: bool = False, kernels: bool | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
     """`run_inference` one batch at a time: yields each batch's outputs (flat memory)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dataset = strategy.experimental_distribute_dataset(dataset.with_options(options))
-    step = inference_step(strategy, task, use_xla)
+    step = inference_step(strategy, task, use_xla, kernels=kernels)
     for features in dataset:
         yield {k: v.numpy() for k, v in step(features).items()}
 
 
 def inference_step(strategy: tf.distribute.Strategy, task, use_xla: bool = False,
-                   num_branches: int | None = None):
+                   num_branches: int | None = None, kernels: bool | None = None):
     """The tf.function that runs `task.predict` on one global batch and gathers the replicas.
 
     Under MultiWorkerMirroredStrategy each worker runs its batch locally. With `use_xla` each
     replica's forward pass is compiled by XLA (once per batch shape), not the gather. The
     encoder runs each replica's batch as `num_branches` slices side by side (None: the
-    per-device default, runner.branches).
+    per-device default, runner.branches), its element-wise chains as XLA kernels if `kernels`
+    (bert_finetune.fused; None: the per-device default, runner.xla.inference_kernels_xla).
     """
     if num_branches is None:
         num_branches = branches.batch_branches(strategy)[0]
+    if kernels is None:
+        kernels = xla.inference_kernels_xla(None, use_xla, strategy)[0]
 
     def predict_in_branches(features):
-        with batch_branches.enabled(num_branches):
+        with batch_branches.enabled(num_branches), xla_kernels.enabled(
+                kernels, weight_gradients=False):
             return task.predict(features)
 
     predict = (tf.function(predict_in_branches, jit_compile=True) if use_xla

@@ -15,6 +15,9 @@ Measured with `make bench` and whole runs (README, "XLA by device"):
   (STS-B) and 103-108 vs 148 s for 683 (QNLI). So the default turns it on only for AVX2-only
   CPUs and runs of at least MIN_INFERENCE_BATCHES batches. Re-measured with oneDNN on (as our
   commands now run, bert_finetune.onednn): QNLI 96.8 vs 110.5 s, STS-B 30.6 vs 49.0 s.
+  Inference that is not compiled runs the element-wise chains as XLA kernels on CPU
+  (`inference_kernels_xla`; GELU and LayerNorm, the softmax: +2-7% in float32, +6-11% in
+  bfloat16 on AVX2, and their compilation is lost in the tracing time).
 - GPU: not measured here, so off unless asked for. TPU compiles everything anyway.
 """
 
@@ -71,3 +74,21 @@ def training_kernels_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
         return False, f"default for {compute_dtype} (measured for float32 and bfloat16): off"
     return True, ("default on CPU: element-wise chains as one XLA kernel each; each weight "
                   "gradient by XLA's GEMM where measured faster than oneDNN's at the start")
+
+
+def inference_kernels_xla(use_xla: bool | None, compiled: bool,
+                          strategy: tf.distribute.Strategy) -> tuple[bool, str]:
+    """(may the uncompiled inference step use XLA kernels for its element-wise chains?, why).
+
+    `use_xla` is the flag (None when not given); `compiled`, the decision of `inference_xla`
+    (True: the whole forward pass is compiled).
+    """
+    if is_tpu(strategy):
+        return False, "TPU: the step is compiled by the TPU runtime"
+    if use_xla is False:
+        return False, "--use_xla=false"
+    if compiled:
+        return False, "the whole forward pass is compiled"
+    if tf.config.list_logical_devices("GPU"):
+        return False, "default on GPU (not measured): off"
+    return True, "default on CPU: element-wise chains as one XLA kernel each (float32, bfloat16)"
