@@ -332,7 +332,7 @@ def _inference(ctx: _Context, model: ClassifierModel, examples: list, label_list
                                        ctx.opts.init_checkpoint, ctx.opts.bert_hub_module_handle)
     out = loops.run_inference(ctx.strategy, model, ctx.dataset(path, batch_size),
                               num_examples=len(examples), what=f"Running on {name}",
-                              **ctx.inference_xla(-(-len(examples) // batch_size)))
+                              **ctx.inference_options(-(-len(examples) // batch_size)))
     return out, step, num_real
 
 

@@ -185,7 +185,7 @@ def run(opts: PretrainingOptions) -> dict:
             _train(ctx, model, files)
         if opts.do_eval and ctx.chief:
             results = evaluate(opts, ctx.strategy, model, files,
-                               ctx.inference_xla(opts.max_eval_steps))
+                               ctx.inference_options(opts.max_eval_steps))
     finally:
         ctx.close()
     return results

@@ -234,7 +234,7 @@ def _predict(ctx: task.TaskContext, model: SquadModel, data: _Data) -> dict:
     dataset = input_fn({"batch_size": opts.predict_batch_size})
     began = time.time()
     out = loops.run_inference(ctx.strategy, model, dataset, num_examples=num_records,
-                              what="Predict", **ctx.inference_xla(
+                              what="Predict", **ctx.inference_options(
                                   -(-num_records // opts.predict_batch_size)))
     predict_seconds = time.time() - began
     n = len(features)

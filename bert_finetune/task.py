@@ -265,7 +265,7 @@ class TaskContext:
         if not self.chief:
             shutil.rmtree(self.record_dir, ignore_errors=True)
 
-    def inference_xla(self, num_batches: int | None) -> dict[str, bool]:
+    def inference_options(self, num_batches: int | None) -> dict[str, bool]:
         """How to run inference over num_batches batches: `use_xla` (compile it whole) and
         `kernels` (XLA kernels for its element-wise chains otherwise), the keyword arguments of
         loops.run_inference; logs the reasons."""
