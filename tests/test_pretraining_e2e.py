@@ -178,7 +178,7 @@ def test_runner_additions_reach_pretraining(setup, tmp_path, caplog):
                      iterations_per_loop=2, gradient_accumulation_steps=2, seed=7,
                      output_dir=str(out))
         assert pt.validate(opts) == []
-        with caplog.at_level(logging.INFO):
+        with caplog.at_level(logging.INFO, logger="absl"):  # whatever verbosity a test left
             pt.run(opts)
         ends.append(tf.train.load_checkpoint(str(out)))
     said = [r.getMessage() for r in caplog.records if "Gradient accumulation" in r.getMessage()]
