@@ -88,11 +88,12 @@ def define_runner_flags() -> None:
                           "Activation dtype (mixed precision); variables stay float32.")
         flags.DEFINE_bool("use_xla", None,
                           "Compile with XLA (jit_compile): true compiles the training step "
-                          "(fixed batch shapes) and inference, false neither. Default: the "
-                          "faster per device as measured: training off (float32 on CPU: XLA "
-                          "kernels for the element-wise chains and for the weight gradients "
-                          "of the shapes measured faster); inference "
-                          "on for AVX2-only CPUs on runs of >= 128 batches, off elsewhere.")
+                          "(fixed batch shapes) and inference, false neither (no XLA kernels "
+                          "at all). Default: the faster per device as measured: training off "
+                          "(float32/bfloat16 on CPU: XLA kernels for the element-wise chains "
+                          "and for the weight gradients of the shapes measured faster); "
+                          "inference on for AVX2-only CPUs on runs of >= 128 batches, off "
+                          "elsewhere (on CPU with XLA kernels for the element-wise chains).")
         flags.DEFINE_integer("log_every_n_steps", 100,
                              "Off TPU: a progress line (step, loss, learning rate, examples/s, "
                              "ETA) at least every this many steps and every ~30 s, whatever "
