@@ -1,9 +1,10 @@
-"""The element-wise chains of training as XLA kernels (bert_finetune.fused).
+"""The element-wise chains of training and inference as XLA kernels (bert_finetune.fused).
 
 Tolerance (fp32): XLA's tanh, exp and reductions are not TensorFlow's to the last bit, so values
 equal the plain ops' within rtol 1e-5 / atol 1e-6 and gradients within rtol 1e-5 / atol 1e-5 (a
-few float32 ulps of O(1) numbers: the GELU's derivative, LayerNorm's sums over every row). Dropout is compared eagerly, where a seed makes
-TensorFlow's random op draw the same numbers for both.
+few float32 ulps of O(1) numbers: the GELU's derivative, LayerNorm's sums over every row).
+Dropout is compared eagerly, where a seed makes TensorFlow's random op draw the same numbers for
+both. bfloat16: see BF16_CLOSE.
 """
 
 from __future__ import annotations
