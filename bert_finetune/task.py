@@ -271,7 +271,8 @@ class TaskContext:
         loops.run_inference; logs the reasons."""
         use, why = xla.inference_xla(self.opts.use_xla, self.strategy, num_batches)
         logging.info("  XLA for inference: %s (%s)", "on" if use else "off", why)
-        kernels, why = xla.inference_kernels_xla(self.opts.use_xla, use, self.strategy)
+        kernels, why = xla.inference_kernels_xla(self.opts.use_xla, use, self.strategy,
+                                                 self.opts.compute_dtype)
         logging.info("  XLA kernels in inference: %s (%s)",
                      "fused element-wise chains" if kernels else "off", why)
         logging.info("  Batch slices side by side: %d (%s)", *branches.batch_branches(self.strategy))

@@ -137,6 +137,9 @@ def test_where_the_runner_allows_it(monkeypatch):
     assert not use and "--use_xla=false" in why
     use, why = xla.training_kernels_xla(None, STRATEGY, "float16")
     assert not use and "float16" in why
+    use, why = xla.inference_kernels_xla(None, False, STRATEGY, "float16")  # runs the plain ops
+    assert not use and "float16" in why
+    assert xla.inference_kernels_xla(None, False, STRATEGY, "bfloat16")[0]
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["gpu"] if kind == "GPU" else [])
     use, why = xla.training_kernels_xla(None, STRATEGY, "float32")

@@ -213,7 +213,7 @@ def bert_config(size: spec.Size) -> modeling.BertConfig:
 
 def inference_kernels(strategy, job: spec.Job) -> bool:
     """As the product predicts: the element-wise chains as XLA kernels when not compiled."""
-    return xla.inference_kernels_xla(None, job.xla, strategy)[0]
+    return xla.inference_kernels_xla(None, job.xla, strategy, COMPUTE_DTYPES[job.precision])[0]
 
 
 def infer_step(strategy, model: ClassifierModel, batch: dict, job: spec.Job):

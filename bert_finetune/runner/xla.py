@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from bert_finetune import hardware
+from bert_finetune import fused, hardware
 from bert_finetune.runner.distribute import is_tpu
 
 MIN_INFERENCE_BATCHES = 128
+KERNEL_DTYPES = tuple(d.name for d in fused.DTYPES)  # float32, bfloat16
 
 
 def inference_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
@@ -54,6 +55,17 @@ def inference_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
                   f"({num_batches}): on, measured faster")
 
 
+def _kernels_ruled_out(strategy: tf.distribute.Strategy, compute_dtype: str) -> str | None:
+    """Why XLA kernels cannot run in an uncompiled step here (None: they can)."""
+    if is_tpu(strategy):
+        return "TPU: the step is compiled by the TPU runtime"
+    if tf.config.list_logical_devices("GPU"):
+        return "default on GPU (not measured): off"
+    if compute_dtype not in KERNEL_DTYPES:
+        return f"default for {compute_dtype} (measured for {' and '.join(KERNEL_DTYPES)}): off"
+    return None
+
+
 def training_kernels_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
                          compute_dtype: str = "float32") -> tuple[bool, str]:
     """(may the uncompiled training step use XLA kernels for its element-wise chains and for
@@ -63,32 +75,29 @@ def training_kernels_xla(use_xla: bool | None, strategy: tf.distribute.Strategy,
     neither applies: TPU, GPU (not measured), float16 (a GPU dtype), and an explicit
     `--use_xla` (true compiles the whole step, false means no XLA at all).
     """
-    if is_tpu(strategy):
-        return False, "TPU: the step is compiled by the TPU runtime"
+    ruled_out = _kernels_ruled_out(strategy, compute_dtype)
+    if ruled_out:
+        return False, ruled_out
     if use_xla is not None:
         return False, ("--use_xla=true: the whole step is compiled" if use_xla
                        else "--use_xla=false")
-    if tf.config.list_logical_devices("GPU"):
-        return False, "default on GPU (not measured): off"
-    if compute_dtype not in ("float32", "bfloat16"):
-        return False, f"default for {compute_dtype} (measured for float32 and bfloat16): off"
     return True, ("default on CPU: element-wise chains as one XLA kernel each; each weight "
                   "gradient by XLA's GEMM where measured faster than oneDNN's at the start")
 
 
 def inference_kernels_xla(use_xla: bool | None, compiled: bool,
-                          strategy: tf.distribute.Strategy) -> tuple[bool, str]:
+                          strategy: tf.distribute.Strategy,
+                          compute_dtype: str = "float32") -> tuple[bool, str]:
     """(may the uncompiled inference step use XLA kernels for its element-wise chains?, why).
 
     `use_xla` is the flag (None when not given); `compiled`, the decision of `inference_xla`
-    (True: the whole forward pass is compiled).
+    (True: the whole forward pass is compiled). The same devices and dtypes as in training.
     """
-    if is_tpu(strategy):
-        return False, "TPU: the step is compiled by the TPU runtime"
+    ruled_out = _kernels_ruled_out(strategy, compute_dtype)
+    if ruled_out:
+        return False, ruled_out
     if use_xla is False:
         return False, "--use_xla=false"
     if compiled:
         return False, "the whole forward pass is compiled"
-    if tf.config.list_logical_devices("GPU"):
-        return False, "default on GPU (not measured): off"
-    return True, "default on CPU: element-wise chains as one XLA kernel each (float32, bfloat16)"
+    return True, "default on CPU: element-wise chains as one XLA kernel each"
