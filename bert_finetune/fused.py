@@ -125,9 +125,19 @@ def _layer_norm_backward(dy, xhat, rstd, gamma):
     return tf.cast(dz, dy.dtype), dgamma, dbeta
 
 
+@tf.function(jit_compile=True)
+def _add_norm_inference(x, residual, gamma, beta, epsilon):
+    """LayerNorm(x + residual) (residual None: of x), the sum in float32; keeps nothing for
+    a backward pass."""
+    z = _f32(x) if residual is None else _f32(x) + _f32(residual)
+    return tf.cast(_normalize(z, gamma, beta, epsilon)[0], x.dtype)
+
+
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     """LayerNorm over the last axis (as modeling.layer_norm: computed in float32, returned in
     x's dtype; gamma and beta float32)."""
+    if xla_kernels.forward_only():
+        return _add_norm_inference(x, None, gamma, beta, epsilon)
 
     @tf.custom_gradient
     def fused(x, gamma, beta):
@@ -156,6 +166,8 @@ def _dropout_add_norm_backward(dy, xhat, rstd, gamma, keep, rate):
 def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
                            beta: tf.Tensor, rate: float, epsilon: float) -> tf.Tensor:
     """LayerNorm(dropout(x, rate) + residual): a layer's output; rate 0 for no dropout."""
+    if rate <= 0.0 and xla_kernels.forward_only():
+        return _add_norm_inference(x, residual, gamma, beta, epsilon)
     if rate <= 0.0:
         return layer_norm(x + residual, gamma, beta, epsilon)
 
@@ -172,6 +184,12 @@ def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
 @tf.function(jit_compile=True)
 def _softmax(scores, mask_adder, scale):
     return tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1)  # float32
+
+
+@tf.function(jit_compile=True)
+def _softmax_inference(scores, mask_adder, scale):
+    """The probabilities in the scores' dtype (computed in float32), nothing kept."""
+    return tf.cast(tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1), scores.dtype)
 
 
 @tf.function(jit_compile=True)
@@ -202,7 +220,8 @@ def attention_probs(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float,
     """dropout(softmax(scores * scale + mask_adder), rate) for Q.K^T scores [B, N, R, T] and
     mask_adder [B, 1, 1, T] (float32); rate 0 for no dropout. In the scores' dtype, computed in
     float32."""
-
+    if rate <= 0.0 and xla_kernels.forward_only():
+        return _softmax_inference(scores, mask_adder, scale)
     if rate <= 0.0:
         @tf.custom_gradient
         def fused(scores, mask_adder):

@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from bert_finetune import batch_branches, fileio, fused, weight_gradients
+from bert_finetune import batch_branches, fileio, fused, fused_matmul, weight_gradients, xla_kernels
 from bert_finetune.errors import UserError
 
 LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
@@ -65,6 +65,9 @@ def get_activation(activation_string: str | None):
         raise UserError(f"Unsupported activation: {activation_string!r} "
                         f"(known: {', '.join(ACTIVATIONS)})")
     return table[act]
+
+
+_GELU_NAMES = {gelu: "gelu", gelu_exact: "gelu_exact"}  # for bert_finetune.fused_matmul
 
 
 @dataclasses.dataclass
@@ -239,6 +242,7 @@ class BertModel(tf.Module):
         self.compute_dtype = _dtype(compute_dtype)
         self.scope = scope
         self._vars: dict[str, tf.Variable] = {}
+        self._casts: dict[str, tf.Tensor] | None = None  # see __call__
         for name, shape, kind in variable_specs(config, scope):
             if kind == "normal":
                 initial = tf.random.truncated_normal(shape, stddev=config.initializer_range)
@@ -256,8 +260,12 @@ class BertModel(tf.Module):
         return self._vars[f"{self.scope}/{name}"]
 
     def _w(self, name: str) -> tf.Tensor:
-        """A variable cast to the compute dtype."""
-        return tf.cast(self._v(name), self.compute_dtype)
+        """A variable cast to the compute dtype (once per trace while __call__ shares casts)."""
+        if self._casts is None:
+            return tf.cast(self._v(name), self.compute_dtype)
+        if name not in self._casts:
+            self._casts[name] = tf.cast(self._v(name), self.compute_dtype)
+        return self._casts[name]
 
     def get_embedding_table(self) -> tf.Variable:
         """The word embedding table [V, H] (shared with the MLM output layer)."""
@@ -265,6 +273,11 @@ class BertModel(tf.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
+        gelu_name = _GELU_NAMES.get(activation)
+        if (gelu_name and fused.active(x) and xla_kernels.forward_only()
+                and fused_matmul.usable(gelu_name, x.dtype)):  # one oneDNN op, for inference
+            return fused_matmul.dense_gelu(x, self._w(name + "/kernel"), self._w(name + "/bias"),
+                                           gelu_name)
         y = weight_gradients.dense(x, self._w(name + "/kernel"), self._w(name + "/bias"))
         if activation is gelu and fused.active(y):
             return fused.gelu(y)
@@ -388,8 +401,14 @@ class BertModel(tf.Module):
                   tf.convert_to_tensor(token_type_ids)]
         branches = batch_branches.count(c.hidden_size, c.intermediate_size)
         if branches > 1:  # independent row slices, run side by side (bert_finetune.batch_branches)
-            outputs = [self._encode(*part, training, pooled_only)
-                       for part in batch_branches.slices(inputs, branches)]
+            # Without gradients one cast of each weight feeds every slice (with them, each slice
+            # keeps its own, so that the slices' weight gradients add in float32).
+            self._casts = {} if xla_kernels.forward_only() else None
+            try:
+                outputs = [self._encode(*part, training, pooled_only)
+                           for part in batch_branches.slices(inputs, branches)]
+            finally:
+                self._casts = None
             return batch_branches.concat(outputs, keep=("embedding_table",))
         return self._encode(*inputs, training, pooled_only)
 

@@ -328,7 +328,7 @@ def test_trainer_with_xla_kernels_on_varying_lengths(tmp_path, init_checkpoint, 
 def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
     """The runner's predict step with the kernels (as on CPU without --use_xla): the encoder's
     every row (padded rows included) and the classifier's [CLS]-only path give the plain ops'
-    outputs (float32 as in the kernels' tests; bfloat16 within 1e-2 of the largest magnitude);
+    outputs (float32 as in the kernels' tests; bfloat16 within 2e-2 of the largest magnitude);
     no weight gradient is measured."""
     measured = []
     monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *a: measured.append(a))
@@ -349,13 +349,20 @@ def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
         outputs[on] = step(features)
         graph = step.get_concrete_function(features).graph
         names = [f.signature.name for f in graph.as_graph_def().library.function]
-        assert any("layer_norm_forward" in n for n in names) == on, names
-        assert any("gelu_forward" in n for n in names) == on, names
+        # forward-only kernels (nothing kept for a backward pass); the GELU as its own kernel
+        # or inside the dense layer's oneDNN op (tests/test_fused_matmul.py)
+        assert any("add_norm_inference" in n for n in names) == on, names
+        assert any("softmax_inference" in n for n in names) == on, names
+        assert not any("layer_norm_forward" in n for n in names), names
+        fused_gelu = "_FusedMatMul" in {op.type for op in graph.get_operations()}
+        assert (any("gelu_forward" in n for n in names) or fused_gelu) == on, names
     for name in ("sequence_output", "predictions", "per_example_loss"):
         got, want = outputs[True][name].numpy(), outputs[False][name].numpy()
         if dtype == "float32":
             np.testing.assert_allclose(got, want, err_msg=name, **CLOSE)
         else:
+            # 2 x BF16_CLOSE: the forward-only kernels add each residual in float32, the plain
+            # ops in bfloat16 (1-2 bfloat16 ulps apart after 5 layers; measured 1.1e-2)
             np.testing.assert_allclose(got, want, rtol=0, err_msg=name,
-                                       atol=BF16_CLOSE * np.abs(want).max())
+                                       atol=2 * BF16_CLOSE * np.abs(want).max())
     assert measured == []

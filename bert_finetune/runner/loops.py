@@ -463,7 +463,7 @@ def inference_step(strategy: tf.distribute.Strategy, task, use_xla: bool = False
 
     def predict_in_branches(features):
         with batch_branches.enabled(num_branches), xla_kernels.enabled(
-                kernels, weight_gradients=False):
+                kernels, weight_gradients=False, forward_only=True):
             return task.predict(features)
 
     predict = (tf.function(predict_in_branches, jit_compile=True) if use_xla
