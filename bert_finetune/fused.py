@@ -136,8 +136,10 @@ def _add_norm_inference(x, residual, gamma, beta, epsilon):
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     """LayerNorm over the last axis (as modeling.layer_norm: computed in float32, returned in
     x's dtype; gamma and beta float32)."""
-    if xla_kernels.forward_only():
-        return _add_norm_inference(x, None, gamma, beta, epsilon)
+    if xla_kernels.forward_only():  # tensors, not variables: a function keyed on a (mirrored)
+        # variable would keep the first model's weights
+        return _add_norm_inference(x, None, tf.convert_to_tensor(gamma),
+                                   tf.convert_to_tensor(beta), epsilon)
 
     @tf.custom_gradient
     def fused(x, gamma, beta):
@@ -167,7 +169,8 @@ def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
                            beta: tf.Tensor, rate: float, epsilon: float) -> tf.Tensor:
     """LayerNorm(dropout(x, rate) + residual): a layer's output; rate 0 for no dropout."""
     if rate <= 0.0 and xla_kernels.forward_only():
-        return _add_norm_inference(x, residual, gamma, beta, epsilon)
+        return _add_norm_inference(x, residual, tf.convert_to_tensor(gamma),
+                                   tf.convert_to_tensor(beta), epsilon)
     if rate <= 0.0:
         return layer_norm(x + residual, gamma, beta, epsilon)
 

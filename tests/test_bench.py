@@ -319,6 +319,8 @@ def test_peers_run_for_each_size_right_after_ours(tmp_path, monkeypatch):
         return real_run_peers(*a, **k)
 
     monkeypatch.setattr(peers, "run_peers", run_peers)
+    real_host = spec.host_info  # the plan as on an AVX2-only CPU (no bf16 rows), on any CPU
+    monkeypatch.setattr(spec, "host_info", lambda: {**real_host(), "cpu_flags": AVX2_ONLY})
     result = bench_main.measure(args, tmp_path / "out")
     assert (tmp_path / "calls").read_text().split() == ["minilm-l6", "bert-mini"]
     assert events == [("gemm", "", ""), ("model", "minilm-l6", ""), "peers",
