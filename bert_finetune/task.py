@@ -20,6 +20,7 @@ from absl import logging
 
 from bert_finetune import checkpoints, fileio, modeling, optimization, outputs, tokenization
 from bert_finetune.errors import UserError
+from bert_finetune.onednn import onednn_enabled
 from bert_finetune.runner import branches, distribute, loops, xla
 
 RUN_FLAGS_FILE = "run_flags.json"
@@ -273,8 +274,12 @@ class TaskContext:
         logging.info("  XLA for inference: %s (%s)", "on" if use else "off", why)
         kernels, why = xla.inference_kernels_xla(self.opts.use_xla, use, self.strategy,
                                                  self.opts.compute_dtype)
-        logging.info("  XLA kernels in inference: %s (%s)",
-                     "fused element-wise chains" if kernels else "off", why)
+        what = "off"
+        if kernels:  # and where TensorFlow runs on oneDNN, the GELU inside its dense layer
+            what = "fused element-wise chains" + (
+                "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
+                if onednn_enabled() else "")
+        logging.info("  XLA kernels in inference: %s (%s)", what, why)
         logging.info("  Batch slices side by side: %d (%s)", *branches.batch_branches(self.strategy))
         return {"use_xla": use, "kernels": kernels}
 
