@@ -184,15 +184,20 @@ def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
 
 
 # -- The attention's probabilities -----------------------------------------------------------
+def _probabilities(scores, mask_adder, scale):
+    """softmax(scores * scale + mask_adder) in float32 (inside a kernel)."""
+    return tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1)
+
+
 @tf.function(jit_compile=True)
 def _softmax(scores, mask_adder, scale):
-    return tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1)  # float32
+    return _probabilities(scores, mask_adder, scale)  # float32
 
 
 @tf.function(jit_compile=True)
 def _softmax_inference(scores, mask_adder, scale):
     """The probabilities in the scores' dtype (computed in float32), nothing kept."""
-    return tf.cast(tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1), scores.dtype)
+    return tf.cast(_probabilities(scores, mask_adder, scale), scores.dtype)
 
 
 @tf.function(jit_compile=True)
@@ -203,7 +208,7 @@ def _softmax_backward(dprobs, probs, scale):
 
 @tf.function(jit_compile=True)
 def _softmax_dropout(scores, mask_adder, scale, randoms, rate):
-    probs = tf.nn.softmax(_f32(scores) * scale + mask_adder, axis=-1)  # float32
+    probs = _probabilities(scores, mask_adder, scale)  # float32
     out = tf.where(randoms >= rate, probs * _keep_scale(rate), tf.zeros_like(probs))
     return tf.cast(out, scores.dtype), probs
 

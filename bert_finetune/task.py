@@ -18,9 +18,16 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import checkpoints, fileio, modeling, optimization, outputs, tokenization
+from bert_finetune import (
+    checkpoints,
+    fileio,
+    fused_matmul,
+    modeling,
+    optimization,
+    outputs,
+    tokenization,
+)
 from bert_finetune.errors import UserError
-from bert_finetune.onednn import onednn_enabled
 from bert_finetune.runner import branches, distribute, loops, xla
 
 RUN_FLAGS_FILE = "run_flags.json"
@@ -275,10 +282,12 @@ class TaskContext:
         kernels, why = xla.inference_kernels_xla(self.opts.use_xla, use, self.strategy,
                                                  self.opts.compute_dtype)
         what = "off"
-        if kernels:  # and where TensorFlow runs on oneDNN, the GELU inside its dense layer
+        if kernels:  # and, where this TensorFlow has the op, the GELU inside its dense layer
+            fused_gelu = fused_matmul.usable(self.config.hidden_act.lower(),
+                                             tf.as_dtype(self.opts.compute_dtype))
             what = "fused element-wise chains" + (
                 "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
-                if onednn_enabled() else "")
+                if fused_gelu else "")
         logging.info("  XLA kernels in inference: %s (%s)", what, why)
         logging.info("  Batch slices side by side: %d (%s)", *branches.batch_branches(self.strategy))
         return {"use_xla": use, "kernels": kernels}
