@@ -126,10 +126,11 @@ def _layer_norm_backward(dy, xhat, rstd, gamma):
 
 
 @tf.function(jit_compile=True)
-def _add_norm_inference(x, residual, gamma, beta, epsilon):
-    """LayerNorm(x + residual) (residual None: of x), the sum in float32; keeps nothing for
-    a backward pass."""
-    z = _f32(x) if residual is None else _f32(x) + _f32(residual)
+def _add_norm_inference(x, residual, gamma, beta, epsilon, bias=None):
+    """LayerNorm(x [+ bias] + residual) (residual None: of x [+ bias]), the sum in float32;
+    keeps nothing for a backward pass."""
+    z = _f32(x) if bias is None else _f32(x) + bias
+    z = z if residual is None else z + _f32(residual)
     return tf.cast(_normalize(z, gamma, beta, epsilon)[0], x.dtype)
 
 
@@ -245,3 +246,50 @@ def attention_probs(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float,
             return out, lambda dy: (_softmax_dropout_backward(dy, out, probs, scale), None)
 
     return fused(scores, mask_adder)
+
+
+# -- Dense layers whose bias the next kernel adds (bfloat16 inference) -----------------------
+# TensorFlow fuses MatMul + bias into one oneDNN op, and for bfloat16 weights that are not
+# constants oneDNN runs it as its generic `gemm:jit` inner product instead of its AMX / AVX512
+# matmul kernel (`brg_matmul`): on an AMX Xeon, [2048, 768] x [768, 3072] took 1.2-1.4x as long
+# alone and ~2x as long within BERT-Base's inference step (ONEDNN_VERBOSE). A bare MatMul keeps
+# the fast kernel, and the bias goes into the element-wise kernel that follows: the heads'
+# transpose (Q, K, V), the GELU, or the residual add + LayerNorm. float32 is left as it is
+# (its inner product is as fast as its matmul, measured).
+def bias_deferred(x: tf.Tensor) -> bool:
+    """Whether a dense layer on x should run as a bare MatMul whose bias the next kernel adds:
+    forward-only XLA kernels (the runner's inference step) on bfloat16 activations."""
+    return active(x) and x.dtype == tf.bfloat16 and xla_kernels.forward_only()
+
+
+@tf.function(jit_compile=True)
+def _bias_heads(y, bias):
+    z = tf.cast(_f32(y) + bias, y.dtype)
+    return tf.transpose(z, [0, 2, 1, 3])
+
+
+def bias_heads(y: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """transpose(y + bias, [0, 2, 1, 3]): a projection [B, T, N, D] (without its bias) to the
+    heads' layout [B, N, T, D]; bias [N, D] float32, added in float32."""
+    return _bias_heads(y, bias)
+
+
+@tf.function(jit_compile=True)
+def _bias_gelu(y, bias, exact):
+    x = _f32(y) + bias
+    if exact:
+        return tf.cast(0.5 * x * (1.0 + tf.math.erf(x * (2.0 ** -0.5))), y.dtype)
+    return tf.cast(x * (0.5 * (1.0 + _gelu_tanh(x))), y.dtype)
+
+
+def bias_gelu(y: tf.Tensor, bias: tf.Tensor, exact: bool) -> tf.Tensor:
+    """GELU(y + bias) (the original's tanh form, or the erf form with `exact`), computed in
+    float32 and returned in y's dtype; bias float32."""
+    return _bias_gelu(y, bias, bool(exact))
+
+
+def bias_add_layer_norm(y: tf.Tensor, bias: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
+                        beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """LayerNorm(y + bias + residual), forward-only, the sum in float32; bias float32."""
+    return _add_norm_inference(y, residual, tf.convert_to_tensor(gamma),
+                               tf.convert_to_tensor(beta), epsilon, bias)

@@ -8,8 +8,10 @@ Done as a separate kernel, the GELU reads and writes the [B*T, I] activations on
 bfloat16 on an AMX CPU (BERT-Base, batch 32, seq 128) the GELU kernel took 7.3 ms per layer and
 slice against 12 ms for the matmul itself, and the fused op takes the matmul's time alone.
 
-Used by the encoder when its step is traced forward-only with XLA kernels on (the runner's
-inference step on CPU; bert_finetune.xla_kernels) and TensorFlow runs on oneDNN: `available()`
+Used by the encoder in float32 when its step is traced forward-only with XLA kernels on (the
+runner's inference step on CPU; bert_finetune.xla_kernels) and TensorFlow runs on oneDNN (in
+bfloat16 oneDNN runs this op, as any MatMul + bias, on a slower kernel than a bare matmul: there
+the GELU kernel adds the bias instead, bert_finetune.fused.bias_deferred): `available()`
 runs the op once on a small input and compares it with the plain ops before it is trusted
 (TensorFlow without oneDNN, or another version, may lack the fusion). The op has no registered
 gradient; `dense_gelu` gives it the plain ops' (recomputed), so a traced step stays

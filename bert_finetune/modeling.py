@@ -272,8 +272,16 @@ class BertModel(tf.Module):
         return self._v("embeddings/word_embeddings")
 
     # -- forward -----------------------------------------------------------------------------
+    def _matmul(self, x: tf.Tensor, name: str) -> tuple[tf.Tensor, tf.Tensor]:
+        """Dense layer `name` without its bias: (x @ kernel, the bias in float32), for the
+        next kernel to add (fused.bias_deferred)."""
+        return (tf.matmul(x, self._w(name + "/kernel")),
+                tf.convert_to_tensor(self._v(name + "/bias"), tf.float32))
+
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
         gelu_name = _GELU_NAMES.get(activation)
+        if gelu_name and fused.bias_deferred(x):  # the bias in the GELU's kernel
+            return fused.bias_gelu(*self._matmul(x, name), exact=gelu_name == "gelu_exact")
         if (gelu_name and fused.active(x) and xla_kernels.forward_only()
                 and fused_matmul.usable(gelu_name, x.dtype)):  # one oneDNN op, for inference
             return fused_matmul.dense_gelu(x, self._w(name + "/kernel"), self._w(name + "/bias"),
@@ -289,9 +297,19 @@ class BertModel(tf.Module):
             return fused.layer_norm(x, gamma, beta, LAYER_NORM_EPSILON)
         return layer_norm(x, gamma, beta)
 
+    def _dense_add_norm(self, x: tf.Tensor, dense: str, residual: tf.Tensor, norm: str,
+                        training: bool) -> tf.Tensor:
+        """LayerNorm `norm` of dropout(dense layer `dense` of x) + residual: a sublayer's
+        output."""
+        if not training and fused.bias_deferred(x):  # the bias in the LayerNorm's kernel
+            y, bias = self._matmul(x, dense)
+            return fused.bias_add_layer_norm(y, bias, residual, self._v(norm + "/gamma"),
+                                             self._v(norm + "/beta"), LAYER_NORM_EPSILON)
+        return self._dropout_add_norm(self._dense(x, dense), residual, norm, training)
+
     def _dropout_add_norm(self, x: tf.Tensor, residual: tf.Tensor, name: str,
                           training: bool) -> tf.Tensor:
-        """LayerNorm `name` of dropout(x) + residual: a sublayer's output."""
+        """LayerNorm `name` of dropout(x) + residual."""
         rate = self.config.hidden_dropout_prob if training else 0.0
         if fused.active(x):
             return fused.dropout_add_layer_norm(x, residual, self._v(name + "/gamma"),
@@ -329,13 +347,17 @@ class BertModel(tf.Module):
         n, d = c.num_attention_heads, c.size_per_head
         rows = seq if query2d is None else 1
 
-        def heads(t, length):  # [B*length, H] -> [B, N, length, D]
-            return tf.transpose(tf.reshape(t, [batch, length, n, d]), [0, 2, 1, 3])
+        def heads(t, length, name):  # projection `name` of [B*length, H] -> [B, N, length, D]
+            if fused.bias_deferred(t):  # the bias in the transpose's kernel
+                y, bias = self._matmul(t, prefix + name)
+                return fused.bias_heads(tf.reshape(y, [batch, length, n, d]),
+                                        tf.reshape(bias, [n, d]))
+            y = self._dense(t, prefix + name)
+            return tf.transpose(tf.reshape(y, [batch, length, n, d]), [0, 2, 1, 3])
 
-        q = heads(self._dense(x2d if query2d is None else query2d,
-                              prefix + "attention/self/query"), rows)
-        k = heads(self._dense(x2d, prefix + "attention/self/key"), seq)
-        v = heads(self._dense(x2d, prefix + "attention/self/value"), seq)
+        q = heads(x2d if query2d is None else query2d, rows, "attention/self/query")
+        k = heads(x2d, seq, "attention/self/key")
+        v = heads(x2d, seq, "attention/self/value")
         scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
         if fused.active(scores):
             rate = c.attention_probs_dropout_prob if training else 0.0
@@ -360,11 +382,11 @@ class BertModel(tf.Module):
         if first_token_only:
             residual = query2d = tf.reshape(x2d, [batch, seq, c.hidden_size])[:, 0, :]
         attn = self._attention(x2d, mask_adder, batch, seq, p, training, query2d)
-        attn = self._dropout_add_norm(self._dense(attn, p + "attention/output/dense"), residual,
-                                      p + "attention/output/LayerNorm", training)
+        attn = self._dense_add_norm(attn, p + "attention/output/dense", residual,
+                                    p + "attention/output/LayerNorm", training)
         inter = self._dense(attn, p + "intermediate/dense", get_activation(c.hidden_act))
-        return self._dropout_add_norm(self._dense(inter, p + "output/dense"), attn,
-                                      p + "output/LayerNorm", training)
+        return self._dense_add_norm(inter, p + "output/dense", attn, p + "output/LayerNorm",
+                                    training)
 
     def __call__(self, input_ids: tf.Tensor, input_mask: tf.Tensor | None = None,
                  token_type_ids: tf.Tensor | None = None,

@@ -282,12 +282,15 @@ class TaskContext:
         kernels, why = xla.inference_kernels_xla(self.opts.use_xla, use, self.strategy,
                                                  self.opts.compute_dtype)
         what = "off"
-        if kernels:  # and, where this TensorFlow has the op, the GELU inside its dense layer
-            fused_gelu = fused_matmul.usable(self.config.hidden_act.lower(),
-                                             tf.as_dtype(self.opts.compute_dtype))
-            what = "fused element-wise chains" + (
-                "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
-                if fused_gelu else "")
+        if kernels:  # bfloat16: biases in those kernels; float32: where this TensorFlow has
+            # the op, the GELU inside its dense layer
+            dtype = tf.as_dtype(self.opts.compute_dtype)
+            what = "fused element-wise chains"
+            if dtype == tf.bfloat16:
+                what += ("; the dense layers' biases added in them, after bare oneDNN matmuls "
+                         "(bert_finetune.fused.bias_deferred)")
+            elif fused_matmul.usable(self.config.hidden_act.lower(), dtype):
+                what += "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
         logging.info("  XLA kernels in inference: %s (%s)", what, why)
         logging.info("  Batch slices side by side: %d (%s)", *branches.batch_branches(self.strategy))
         return {"use_xla": use, "kernels": kernels}

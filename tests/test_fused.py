@@ -223,6 +223,35 @@ def _encoder_loss(model, ids, mask):
     return loss
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_the_bias_kernels_equal_the_plain_ops(dtype):
+    """The forward-only kernels that add a dense layer's bias (bfloat16 inference): the heads'
+    transpose, both GELUs and the residual add + LayerNorm equal the float32 formulas on the
+    same (rounded) values, returned in y's dtype."""
+    y = tf.cast(_tensor(4, 6, 3, 5, scale=2.0), dtype)  # [B, T, N, D]
+    bias = _tensor(3, 5)
+    got = fused.bias_heads(y, bias)
+    want = tf.transpose(tf.cast(y, tf.float32) + bias, [0, 2, 1, 3])
+    y2d, bias2d = tf.cast(_tensor(24, 15, scale=2.0), dtype), _tensor(15)
+    z = tf.cast(y2d, tf.float32) + bias2d
+    residual = tf.cast(_tensor(24, 15), dtype)
+    gamma, beta = _tensor(15, scale=0.5) + 1.0, _tensor(15)
+    pairs = [
+        (got, want),
+        (fused.bias_gelu(y2d, bias2d, exact=False), modeling.gelu_reference(z)),
+        (fused.bias_gelu(y2d, bias2d, exact=True), modeling.gelu_exact(z)),
+        (fused.bias_add_layer_norm(y2d, bias2d, residual, gamma, beta,
+                                   modeling.LAYER_NORM_EPSILON),
+         modeling.layer_norm(z + tf.cast(residual, tf.float32), gamma, beta)),
+    ]
+    names = ["heads", "gelu", "gelu_exact", "add_layer_norm"]
+    if dtype == tf.float32:
+        for name, (a, b) in zip(names, pairs, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), err_msg=name, rtol=1e-5, atol=1e-5)
+    else:
+        _assert_bf16_close([a for a, _ in pairs], [b for _, b in pairs], names, [dtype] * 4)
+
+
 def test_the_encoder_uses_them_only_when_enabled_in_float32_and_bfloat16():
     config = modeling.BertConfig(**TINY_CONFIG)
     ids = tf.constant(RNG.integers(1, config.vocab_size, [2, 7]), tf.int32)
@@ -324,12 +353,24 @@ def test_trainer_with_xla_kernels_on_varying_lengths(tmp_path, init_checkpoint, 
     assert_same_training(runs, 1e-5, rtol=1e-4, atol=1e-6)
 
 
+def _matmuls_with_a_bias_add(graph: tf.Graph) -> int:
+    """MatMuls of the graph whose output gets a bias (a 1-D Add / BiasAdd), which TensorFlow's
+    oneDNN rewrite fuses into one inner-product op."""
+    def adds_a_bias(consumer, matmul):
+        return consumer.type in ("AddV2", "Add", "BiasAdd") and any(
+            t.shape.rank == 1 for t in consumer.inputs if t.op is not matmul)
+
+    return sum(1 for op in graph.get_operations() if op.type == "MatMul"
+               and any(adds_a_bias(c, op) for c in op.outputs[0].consumers()))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
     """The runner's predict step with the kernels (as on CPU without --use_xla): the encoder's
     every row (padded rows included) and the classifier's [CLS]-only path give the plain ops'
     outputs (float32 as in the kernels' tests; bfloat16 within 2e-2 of the largest magnitude);
-    no weight gradient is measured."""
+    in bfloat16 the dense layers are bare MatMuls whose biases the kernels add; no weight
+    gradient is measured."""
     measured = []
     monkeypatch.setattr(weight_gradients, "xla_is_faster", lambda *a: measured.append(a))
     tf.random.set_seed(4)
@@ -355,7 +396,17 @@ def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
         assert any("softmax_inference" in n for n in names) == on, names
         assert not any("layer_norm_forward" in n for n in names), names
         fused_gelu = "_FusedMatMul" in {op.type for op in graph.get_operations()}
-        assert (any("gelu_forward" in n for n in names) or fused_gelu) == on, names
+        gelu_kernel = any("gelu_forward" in n or "bias_gelu" in n for n in names)
+        assert (gelu_kernel or fused_gelu) == on, names
+        # bfloat16: the dense layers' MatMuls bare, their biases added by the next kernel
+        deferred = on and dtype == "bfloat16"
+        assert any("bias_heads" in n for n in names) == deferred, names
+        with_bias = _matmuls_with_a_bias_add(graph)
+        if deferred:  # only the poolers' (two encoder passes) and the classifier's
+            assert with_bias <= 3, with_bias
+        else:  # in each layer of both passes (the full one, the classifier's [CLS]-only one)
+            # five, and the GELU's, unless it is the fused oneDNN op
+            assert with_bias >= 5 * model.bert.config.num_hidden_layers * 2, with_bias
     for name in ("sequence_output", "predictions", "per_example_loss"):
         got, want = outputs[True][name].numpy(), outputs[False][name].numpy()
         if dtype == "float32":
