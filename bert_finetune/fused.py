@@ -248,30 +248,48 @@ def attention_probs(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float,
     return fused(scores, mask_adder)
 
 
-# -- Dense layers whose bias the next kernel adds (bfloat16 inference) -----------------------
+# -- Dense layers whose bias the next kernel adds (bfloat16) ----------------------------------
 # TensorFlow fuses MatMul + bias into one oneDNN op, and for bfloat16 weights that are not
 # constants oneDNN runs it as its generic `gemm:jit` inner product instead of its AMX / AVX512
 # matmul kernel (`brg_matmul`): on an AMX Xeon, [2048, 768] x [768, 3072] took 1.2-1.4x as long
 # alone and ~2x as long within BERT-Base's inference step (ONEDNN_VERBOSE). A bare MatMul keeps
 # the fast kernel, and the bias goes into the element-wise kernel that follows: the heads'
-# transpose (Q, K, V), the GELU, or the residual add + LayerNorm. float32 is left as it is
-# (its inner product is as fast as its matmul, measured).
+# transpose (Q, K, V), the GELU, or the dropout + residual add + LayerNorm; in training their
+# backward kernels also sum the bias gradient (no separate pass over dy). float32 is left as it
+# is (its inner product is as fast as its matmul, measured). Biases are float32 (the variables)
+# and added in float32.
 def bias_deferred(x: tf.Tensor) -> bool:
     """Whether a dense layer on x should run as a bare MatMul whose bias the next kernel adds:
-    forward-only XLA kernels (the runner's inference step) on bfloat16 activations."""
-    return active(x) and x.dtype == tf.bfloat16 and xla_kernels.forward_only()
+    with XLA kernels on (training or inference), on bfloat16 activations."""
+    return active(x) and x.dtype == tf.bfloat16
+
+
+def _rows(t: tf.Tensor) -> list[int]:
+    return list(range(len(t.shape) - 1))
 
 
 @tf.function(jit_compile=True)
 def _bias_heads(y, bias):
-    z = tf.cast(_f32(y) + bias, y.dtype)
-    return tf.transpose(z, [0, 2, 1, 3])
+    return tf.transpose(tf.cast(_f32(y) + bias, y.dtype), [0, 2, 1, 3])
+
+
+@tf.function(jit_compile=True)
+def _bias_heads_backward(dz):
+    dy = tf.transpose(dz, [0, 2, 1, 3])
+    return dy, tf.reduce_sum(_f32(dy), axis=[0, 1])
 
 
 def bias_heads(y: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """transpose(y + bias, [0, 2, 1, 3]): a projection [B, T, N, D] (without its bias) to the
     heads' layout [B, N, T, D]; bias [N, D] float32, added in float32."""
-    return _bias_heads(y, bias)
+    if xla_kernels.forward_only():
+        return _bias_heads(y, bias)
+
+    @tf.custom_gradient
+    def fused(y, bias):
+        return _bias_heads(y, bias), _bias_heads_backward
+
+    return fused(y, bias)
 
 
 @tf.function(jit_compile=True)
@@ -282,14 +300,67 @@ def _bias_gelu(y, bias, exact):
     return tf.cast(x * (0.5 * (1.0 + _gelu_tanh(x))), y.dtype)
 
 
+@tf.function(jit_compile=True)
+def _bias_gelu_forward(y, bias):
+    x = tf.cast(_f32(y) + bias, y.dtype)  # kept for the backward pass, as the plain path keeps
+    return _gelu_forward(x), x
+
+
+@tf.function(jit_compile=True)
+def _bias_gelu_backward(dout, x):
+    x32 = _f32(x)
+    dx = _f32(dout) * gelu_derivative(x32, _gelu_tanh(x32))
+    return tf.cast(dx, x.dtype), tf.reduce_sum(dx, axis=_rows(dx))
+
+
 def bias_gelu(y: tf.Tensor, bias: tf.Tensor, exact: bool) -> tf.Tensor:
-    """GELU(y + bias) (the original's tanh form, or the erf form with `exact`), computed in
-    float32 and returned in y's dtype; bias float32."""
-    return _bias_gelu(y, bias, bool(exact))
+    """GELU(y + bias) (the original's tanh form, or the erf form with `exact`: forward-only),
+    computed in float32 and returned in y's dtype; bias float32."""
+    if xla_kernels.forward_only():
+        return _bias_gelu(y, bias, bool(exact))
+    if exact:
+        raise ValueError("bias_gelu: the erf form has no training kernel")
+
+    @tf.custom_gradient
+    def fused(y, bias):
+        out, x = _bias_gelu_forward(y, bias)
+        return out, lambda dout: _bias_gelu_backward(dout, x)
+
+    return fused(y, bias)
+
+
+@tf.function(jit_compile=True)
+def _bias_dropout_add_norm_forward(y, bias, randoms, residual, gamma, beta, rate, epsilon):
+    keep = randoms >= rate
+    x32 = _f32(y) + bias
+    z = tf.where(keep, x32 * _keep_scale(rate), tf.zeros_like(x32)) + _f32(residual)
+    out, xhat, rstd = _normalize(z, gamma, beta, epsilon)
+    return tf.cast(out, y.dtype), xhat, rstd, keep
+
+
+@tf.function(jit_compile=True)
+def _bias_dropout_add_norm_backward(dout, xhat, rstd, gamma, keep, rate):
+    dz, dgamma, dbeta = _normalize_backward(_f32(dout), xhat, rstd, gamma)
+    dx = tf.where(keep, dz * _keep_scale(rate), tf.zeros_like(dz))
+    return (tf.cast(dx, dout.dtype), tf.reduce_sum(dx, axis=_rows(dx)), tf.cast(dz, dout.dtype),
+            dgamma, dbeta)
 
 
 def bias_add_layer_norm(y: tf.Tensor, bias: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
-                        beta: tf.Tensor, epsilon: float) -> tf.Tensor:
-    """LayerNorm(y + bias + residual), forward-only, the sum in float32; bias float32."""
-    return _add_norm_inference(y, residual, tf.convert_to_tensor(gamma),
-                               tf.convert_to_tensor(beta), epsilon, bias)
+                        beta: tf.Tensor, rate: float, epsilon: float) -> tf.Tensor:
+    """LayerNorm(dropout(y + bias, rate) + residual), the sum in float32; bias float32; rate 0
+    for no dropout."""
+    gamma, beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
+    if rate <= 0.0 and xla_kernels.forward_only():
+        return _add_norm_inference(y, residual, gamma, beta, epsilon, bias)
+
+    @tf.custom_gradient
+    def fused(y, bias, residual, gamma, beta):
+        # without dropout, a single "draw" that keeps every unit
+        randoms = _dropout_randoms(y) if rate > 0.0 else tf.ones([1] * len(y.shape), y.dtype)
+        out, xhat, rstd, keep = _bias_dropout_add_norm_forward(
+            y, bias, randoms, residual, gamma, beta, rate, epsilon)
+        return out, lambda dout: _bias_dropout_add_norm_backward(dout, xhat, rstd, gamma, keep,
+                                                                  rate)
+
+    return fused(y, bias, residual, gamma, beta)

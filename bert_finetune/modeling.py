@@ -280,8 +280,9 @@ class BertModel(tf.Module):
 
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
         gelu_name = _GELU_NAMES.get(activation)
-        if gelu_name and fused.bias_deferred(x):  # the bias in the GELU's kernel
-            return fused.bias_gelu(*self._matmul(x, name), exact=gelu_name == "gelu_exact")
+        exact = gelu_name == "gelu_exact"  # (its training kernel is not written)
+        if gelu_name and fused.bias_deferred(x) and (xla_kernels.forward_only() or not exact):
+            return fused.bias_gelu(*self._matmul(x, name), exact=exact)  # bias in the GELU
         if (gelu_name and fused.active(x) and xla_kernels.forward_only()
                 and fused_matmul.usable(gelu_name, x.dtype)):  # one oneDNN op, for inference
             return fused_matmul.dense_gelu(x, self._w(name + "/kernel"), self._w(name + "/bias"),
@@ -301,10 +302,11 @@ class BertModel(tf.Module):
                         training: bool) -> tf.Tensor:
         """LayerNorm `norm` of dropout(dense layer `dense` of x) + residual: a sublayer's
         output."""
-        if not training and fused.bias_deferred(x):  # the bias in the LayerNorm's kernel
-            y, bias = self._matmul(x, dense)
-            return fused.bias_add_layer_norm(y, bias, residual, self._v(norm + "/gamma"),
-                                             self._v(norm + "/beta"), LAYER_NORM_EPSILON)
+        if fused.bias_deferred(x):  # the bias in the LayerNorm's kernel
+            rate = self.config.hidden_dropout_prob if training else 0.0
+            return fused.bias_add_layer_norm(*self._matmul(x, dense), residual,
+                                             self._v(norm + "/gamma"), self._v(norm + "/beta"),
+                                             rate, LAYER_NORM_EPSILON)
         return self._dropout_add_norm(self._dense(x, dense), residual, norm, training)
 
     def _dropout_add_norm(self, x: tf.Tensor, residual: tf.Tensor, name: str,

@@ -299,9 +299,13 @@ class TaskContext:
                       learning_rate: float) -> loops.TrainOptions:
         opts = self.opts
         kernels, why = xla.training_kernels_xla(opts.use_xla, self.strategy, opts.compute_dtype)
-        logging.info("  XLA kernels in the training step: %s (%s)",
-                     "fused element-wise chains, weight gradients by shape" if kernels else "off",
-                     why)
+        what = "off"
+        if kernels:
+            what = "fused element-wise chains, weight gradients by shape"
+            if tf.as_dtype(opts.compute_dtype) == tf.bfloat16:
+                what += ("; the dense layers' biases added in them, after bare oneDNN matmuls "
+                         "(bert_finetune.fused.bias_deferred)")
+        logging.info("  XLA kernels in the training step: %s (%s)", what, why)
         slices, why = branches.batch_branches(self.strategy)
         logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
         accumulate = opts.gradient_accumulation_steps

@@ -230,26 +230,52 @@ def test_the_bias_kernels_equal_the_plain_ops(dtype):
     same (rounded) values, returned in y's dtype."""
     y = tf.cast(_tensor(4, 6, 3, 5, scale=2.0), dtype)  # [B, T, N, D]
     bias = _tensor(3, 5)
-    got = fused.bias_heads(y, bias)
-    want = tf.transpose(tf.cast(y, tf.float32) + bias, [0, 2, 1, 3])
     y2d, bias2d = tf.cast(_tensor(24, 15, scale=2.0), dtype), _tensor(15)
     z = tf.cast(y2d, tf.float32) + bias2d
     residual = tf.cast(_tensor(24, 15), dtype)
     gamma, beta = _tensor(15, scale=0.5) + 1.0, _tensor(15)
-    pairs = [
-        (got, want),
-        (fused.bias_gelu(y2d, bias2d, exact=False), modeling.gelu_reference(z)),
-        (fused.bias_gelu(y2d, bias2d, exact=True), modeling.gelu_exact(z)),
-        (fused.bias_add_layer_norm(y2d, bias2d, residual, gamma, beta,
-                                   modeling.LAYER_NORM_EPSILON),
-         modeling.layer_norm(z + tf.cast(residual, tf.float32), gamma, beta)),
-    ]
+    with xla_kernels.enabled(True, weight_gradients=False, forward_only=True):
+        got = [fused.bias_heads(y, bias), fused.bias_gelu(y2d, bias2d, exact=False),
+               fused.bias_gelu(y2d, bias2d, exact=True),
+               fused.bias_add_layer_norm(y2d, bias2d, residual, gamma, beta, 0.0,
+                                         modeling.LAYER_NORM_EPSILON)]
+    want = [tf.transpose(tf.cast(y, tf.float32) + bias, [0, 2, 1, 3]),
+            modeling.gelu_reference(z), modeling.gelu_exact(z),
+            modeling.layer_norm(z + tf.cast(residual, tf.float32), gamma, beta)]
+    pairs = list(zip(got, want, strict=True))
     names = ["heads", "gelu", "gelu_exact", "add_layer_norm"]
     if dtype == tf.float32:
         for name, (a, b) in zip(names, pairs, strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), err_msg=name, rtol=1e-5, atol=1e-5)
     else:
         _assert_bf16_close([a for a, _ in pairs], [b for _, b in pairs], names, [dtype] * 4)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_the_bias_kernels_train_as_the_plain_ops(rate):
+    """Their training forms (custom gradients): values and the gradients of y, the bias and the
+    other inputs equal the plain ops' on y + bias (float32; dropout under the same seed)."""
+    y4, dz4, bias4 = _tensor(4, 6, 3, 5), _tensor(4, 3, 6, 5), _tensor(3, 5)
+    _assert_same(_value_and_grads(fused.bias_heads, [y4, bias4], dz4),
+                 _value_and_grads(lambda y, b: tf.transpose(y + b, [0, 2, 1, 3]), [y4, bias4],
+                                  dz4), ["y", "bias"])
+    y, dy, bias = _tensor(24, 15, scale=2.0), _tensor(24, 15), _tensor(15)
+    _assert_same(_value_and_grads(lambda y, b: fused.bias_gelu(y, b, exact=False), [y, bias], dy),
+                 _value_and_grads(lambda y, b: modeling.gelu_reference(y + b), [y, bias], dy),
+                 ["y", "bias"], rtol=1e-5, atol=1e-5)
+    residual, gamma, beta = _tensor(24, 15), _tensor(15, scale=0.5) + 1.0, _tensor(15)
+
+    def fused_op(y, b, r, g, be):
+        return fused.bias_add_layer_norm(y, b, r, g, be, rate, modeling.LAYER_NORM_EPSILON)
+
+    def plain(y, b, r, g, be):
+        x = y + b
+        return modeling.layer_norm((tf.nn.dropout(x, rate=rate) if rate else x) + r, g, be)
+
+    inputs = [y, bias, residual, gamma, beta]
+    _assert_same(_value_and_grads(fused_op, inputs, dy, seed=3),
+                 _value_and_grads(plain, inputs, dy, seed=3),
+                 ["y", "bias", "residual", "gamma", "beta"], rtol=1e-5, atol=1e-5)
 
 
 def test_the_encoder_uses_them_only_when_enabled_in_float32_and_bfloat16():
@@ -267,6 +293,10 @@ def test_the_encoder_uses_them_only_when_enabled_in_float32_and_bfloat16():
             names = _compiled_in(_encoder_loss(model, ids, mask))
             for kernel in kernels:
                 assert any(kernel in n for n in names), (dtype, kernel, names)
+            # bfloat16: the dense layers' biases added by the kernels, gradients included
+            for kernel in ("bias_heads_backward", "bias_gelu_backward",
+                           "bias_dropout_add_norm_backward"):
+                assert any(kernel in n for n in names) == (dtype == tf.bfloat16), (dtype, names)
         fp16 = modeling.BertModel(config, compute_dtype=tf.float16)
         assert not _compiled_in(_encoder_loss(fp16, ids, mask))
     assert not xla_kernels.is_on()
