@@ -47,6 +47,11 @@ def _f32(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(x, tf.float32)
 
 
+def _rows(t: tf.Tensor) -> list[int]:
+    """The axes of t but the last (a reduction over rows)."""
+    return list(range(len(t.shape) - 1))
+
+
 def _keep_scale(rate: float) -> float:
     """The factor tf.nn.dropout scales kept units by (1 / keep_prob, in float32)."""
     return 1.0 / (1.0 - rate)
@@ -104,9 +109,8 @@ def _normalize(z: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float):
 
 
 def _normalize_backward(dy: tf.Tensor, xhat: tf.Tensor, rstd: tf.Tensor, gamma: tf.Tensor):
-    rows = list(range(len(dy.shape) - 1))
-    dgamma = tf.reduce_sum(dy * xhat, axis=rows)
-    dbeta = tf.reduce_sum(dy, axis=rows)
+    dgamma = tf.reduce_sum(dy * xhat, axis=_rows(dy))
+    dbeta = tf.reduce_sum(dy, axis=_rows(dy))
     dxhat = dy * gamma
     dz = rstd * (dxhat - tf.reduce_mean(dxhat, axis=-1, keepdims=True)
                  - xhat * tf.reduce_mean(dxhat * xhat, axis=-1, keepdims=True))
@@ -151,19 +155,22 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
 
 
 @tf.function(jit_compile=True)
-def _dropout_add_norm_forward(x, randoms, residual, gamma, beta, rate, epsilon):
+def _dropout_add_norm_forward(x, randoms, residual, gamma, beta, rate, epsilon, bias=None):
+    """LayerNorm(dropout(x [+ bias]) + residual), the bias (float32) added in float32."""
     keep = randoms >= rate
-    x32 = _f32(x)
+    x32 = _f32(x) if bias is None else _f32(x) + bias
     z = tf.where(keep, x32 * _keep_scale(rate), tf.zeros_like(x32)) + _f32(residual)
     y, xhat, rstd = _normalize(z, gamma, beta, epsilon)
     return tf.cast(y, x.dtype), xhat, rstd, keep
 
 
 @tf.function(jit_compile=True)
-def _dropout_add_norm_backward(dy, xhat, rstd, gamma, keep, rate):
+def _dropout_add_norm_backward(dy, xhat, rstd, gamma, keep, rate, bias_gradient=False):
+    """(dx, dresidual, dgamma, dbeta[, dbias in float32 with bias_gradient])."""
     dz, dgamma, dbeta = _normalize_backward(_f32(dy), xhat, rstd, gamma)
     dx = tf.where(keep, dz * _keep_scale(rate), tf.zeros_like(dz))
-    return tf.cast(dx, dy.dtype), tf.cast(dz, dy.dtype), dgamma, dbeta
+    grads = (tf.cast(dx, dy.dtype), tf.cast(dz, dy.dtype), dgamma, dbeta)
+    return grads + (tf.reduce_sum(dx, axis=_rows(dx)),) if bias_gradient else grads
 
 
 def dropout_add_layer_norm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
@@ -264,10 +271,6 @@ def bias_deferred(x: tf.Tensor) -> bool:
     return active(x) and x.dtype == tf.bfloat16
 
 
-def _rows(t: tf.Tensor) -> list[int]:
-    return list(range(len(t.shape) - 1))
-
-
 @tf.function(jit_compile=True)
 def _bias_heads(y, bias):
     return tf.transpose(tf.cast(_f32(y) + bias, y.dtype), [0, 2, 1, 3])
@@ -329,23 +332,6 @@ def bias_gelu(y: tf.Tensor, bias: tf.Tensor, exact: bool) -> tf.Tensor:
     return fused(y, bias)
 
 
-@tf.function(jit_compile=True)
-def _bias_dropout_add_norm_forward(y, bias, randoms, residual, gamma, beta, rate, epsilon):
-    keep = randoms >= rate
-    x32 = _f32(y) + bias
-    z = tf.where(keep, x32 * _keep_scale(rate), tf.zeros_like(x32)) + _f32(residual)
-    out, xhat, rstd = _normalize(z, gamma, beta, epsilon)
-    return tf.cast(out, y.dtype), xhat, rstd, keep
-
-
-@tf.function(jit_compile=True)
-def _bias_dropout_add_norm_backward(dout, xhat, rstd, gamma, keep, rate):
-    dz, dgamma, dbeta = _normalize_backward(_f32(dout), xhat, rstd, gamma)
-    dx = tf.where(keep, dz * _keep_scale(rate), tf.zeros_like(dz))
-    return (tf.cast(dx, dout.dtype), tf.reduce_sum(dx, axis=_rows(dx)), tf.cast(dz, dout.dtype),
-            dgamma, dbeta)
-
-
 def bias_add_layer_norm(y: tf.Tensor, bias: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
                         beta: tf.Tensor, rate: float, epsilon: float) -> tf.Tensor:
     """LayerNorm(dropout(y + bias, rate) + residual), the sum in float32; bias float32; rate 0
@@ -358,9 +344,14 @@ def bias_add_layer_norm(y: tf.Tensor, bias: tf.Tensor, residual: tf.Tensor, gamm
     def fused(y, bias, residual, gamma, beta):
         # without dropout, a single "draw" that keeps every unit
         randoms = _dropout_randoms(y) if rate > 0.0 else tf.ones([1] * len(y.shape), y.dtype)
-        out, xhat, rstd, keep = _bias_dropout_add_norm_forward(
-            y, bias, randoms, residual, gamma, beta, rate, epsilon)
-        return out, lambda dout: _bias_dropout_add_norm_backward(dout, xhat, rstd, gamma, keep,
-                                                                  rate)
+        out, xhat, rstd, keep = _dropout_add_norm_forward(y, randoms, residual, gamma, beta,
+                                                          rate, epsilon, bias)
+
+        def grad(dout):
+            dx, dresidual, dgamma, dbeta, dbias = _dropout_add_norm_backward(
+                dout, xhat, rstd, gamma, keep, rate, bias_gradient=True)
+            return dx, dbias, dresidual, dgamma, dbeta
+
+        return out, grad
 
     return fused(y, bias, residual, gamma, beta)

@@ -87,6 +87,7 @@ def xla_kernels_line(records: list[dict]) -> str | None:
     if not rows:
         return None
     fused = any(r.get("xla_kernels") for r in rows)
+    bf16 = any(r.get("xla_kernels") and r.get("precision") == "bf16" for r in rows)
     shapes = {}
     for r in rows:
         if r.get("mode") != "train":  # inference has no weight gradients
@@ -96,8 +97,9 @@ def xla_kernels_line(records: list[dict]) -> str | None:
     return ("XLA \"part\": as the product trains and predicts without --use_xla, the step runs "
             "uncompiled (oneDNN) except "
             + ("its element-wise chains, one XLA kernel each (GELU, softmax + dropout, dropout "
-               "+ residual + LayerNorm: bert_finetune/fused.py), and in training " if fused
-               else "")
+               "+ residual + LayerNorm: bert_finetune/fused.py"
+               + ("; in bf16 they also add the dense layers' biases, after bare oneDNN matmuls"
+                  if bf16 else "") + "), and in training " if fused else "")
             + ("the dense layers' weight gradients xᵀ·dy of the shapes where XLA's GEMM "
                "measured faster at the start (bert_finetune/weight_gradients.py): "
                + "; ".join(f"{m} {s}" for m, s in shapes.items()) if shapes
