@@ -78,10 +78,14 @@ def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
     return tf.tanh(GELU_C * (x + GELU_A * (x * x * x)))
 
 
+def _gelu_f32(x32: tf.Tensor) -> tf.Tensor:
+    """The original's GELU of float32 x32."""
+    return x32 * (0.5 * (1.0 + _gelu_tanh(x32)))
+
+
 @tf.function(jit_compile=True)
 def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
-    x32 = _f32(x)
-    return tf.cast(x32 * (0.5 * (1.0 + _gelu_tanh(x32))), x.dtype)
+    return tf.cast(_gelu_f32(_f32(x)), x.dtype)
 
 
 @tf.function(jit_compile=True)
@@ -265,6 +269,11 @@ def attention_probs(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float,
 # backward kernels also sum the bias gradient (no separate pass over dy). float32 is left as it
 # is (its inner product is as fast as its matmul, measured). Biases are float32 (the variables)
 # and added in float32.
+# What the run logs add when it applies.
+BIAS_DEFERRED_LOG = ("the dense layers as bare oneDNN matmuls, their biases added in those "
+                     "kernels (bert_finetune.fused.bias_deferred)")
+
+
 def bias_deferred(x: tf.Tensor) -> bool:
     """Whether a dense layer on x should run as a bare MatMul whose bias the next kernel adds:
     with XLA kernels on (training or inference), on bfloat16 activations."""
@@ -300,7 +309,7 @@ def _bias_gelu(y, bias, exact):
     x = _f32(y) + bias
     if exact:
         return tf.cast(0.5 * x * (1.0 + tf.math.erf(x * (2.0 ** -0.5))), y.dtype)
-    return tf.cast(x * (0.5 * (1.0 + _gelu_tanh(x))), y.dtype)
+    return tf.cast(_gelu_f32(x), y.dtype)
 
 
 @tf.function(jit_compile=True)

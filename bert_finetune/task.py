@@ -21,6 +21,7 @@ from absl import logging
 from bert_finetune import (
     checkpoints,
     fileio,
+    fused,
     fused_matmul,
     modeling,
     optimization,
@@ -287,8 +288,7 @@ class TaskContext:
             dtype = tf.as_dtype(self.opts.compute_dtype)
             what = "fused element-wise chains"
             if dtype == tf.bfloat16:
-                what += ("; the dense layers' biases added in them, after bare oneDNN matmuls "
-                         "(bert_finetune.fused.bias_deferred)")
+                what += "; " + fused.BIAS_DEFERRED_LOG
             elif fused_matmul.usable(self.config.hidden_act.lower(), dtype):
                 what += "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
         logging.info("  XLA kernels in inference: %s (%s)", what, why)
@@ -300,11 +300,10 @@ class TaskContext:
         opts = self.opts
         kernels, why = xla.training_kernels_xla(opts.use_xla, self.strategy, opts.compute_dtype)
         what = "off"
-        if kernels:
-            what = "fused element-wise chains, weight gradients by shape"
-            if tf.as_dtype(opts.compute_dtype) == tf.bfloat16:
-                what += ("; the dense layers' biases added in them, after bare oneDNN matmuls "
-                         "(bert_finetune.fused.bias_deferred)")
+        if kernels:  # bfloat16: no XLA weight gradients (the bare matmuls' are oneDNN's)
+            what = ("fused element-wise chains; " + fused.BIAS_DEFERRED_LOG
+                    if tf.as_dtype(opts.compute_dtype) == tf.bfloat16
+                    else "fused element-wise chains, weight gradients by shape")
         logging.info("  XLA kernels in the training step: %s (%s)", what, why)
         slices, why = branches.batch_branches(self.strategy)
         logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
