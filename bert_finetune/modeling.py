@@ -18,7 +18,15 @@ from typing import Any
 
 import tensorflow as tf
 
-from bert_finetune import batch_branches, fileio, fused, fused_matmul, weight_gradients, xla_kernels
+from bert_finetune import (
+    batch_branches,
+    fileio,
+    fused,
+    fused_matmul,
+    inference_weights,
+    weight_gradients,
+    xla_kernels,
+)
 from bert_finetune.errors import UserError
 
 LAYER_NORM_EPSILON = 1e-12  # contrib.layers.layer_norm's default, which the original relied on
@@ -274,8 +282,12 @@ class BertModel(tf.Module):
     # -- forward -----------------------------------------------------------------------------
     def _matmul(self, x: tf.Tensor, name: str) -> tuple[tf.Tensor, tf.Tensor]:
         """Dense layer `name` without its bias: (x @ kernel, the bias in float32), for the
-        next kernel to add (fused.bias_deferred)."""
-        return (tf.matmul(x, self._w(name + "/kernel")),
+        next kernel to add (fused.bias_deferred). In the runner's inference step the kernel is
+        the copy made once for the run (bert_finetune.inference_weights)."""
+        copy = inference_weights.transposed(self._v(name + "/kernel"))
+        y = (tf.matmul(x, self._w(name + "/kernel")) if copy is None
+             else tf.matmul(x, copy, transpose_b=True))
+        return (y,
                 tf.convert_to_tensor(self._v(name + "/bias"), tf.float32))
 
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:

@@ -393,6 +393,14 @@ def _matmuls_with_a_bias_add(graph: tf.Graph) -> int:
                and any(adds_a_bias(c, op) for c in op.outputs[0].consumers()))
 
 
+def _matmuls_on_copies(graph: tf.Graph) -> int:
+    """MatMuls of the graph on a bfloat16 [out, in] weight captured from outside the step (a
+    copy of bert_finetune.inference_weights), not on a variable read in the step."""
+    return sum(1 for op in graph.get_operations() if op.type == "MatMul"
+               and op.get_attr("transpose_b") and op.inputs[1].op.type == "Placeholder"
+               and op.inputs[1].dtype == tf.bfloat16)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
     """The runner's predict step with the kernels (as on CPU without --use_xla): the encoder's
@@ -406,9 +414,12 @@ def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
     model = _model(dtype)
     features = {k: tf.constant(v[:BATCH]) for k, v in FEATURES.items()}
 
-    class Task:  # the sequence output too: the last layer in full, not only [CLS]
-        @staticmethod
-        def predict(f):
+    class Task(tf.Module):  # the sequence output too: the last layer in full, not only [CLS]
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def predict(self, f):
             out = model.bert(f["input_ids"], f["input_mask"], f["segment_ids"])
             return {"sequence_output": tf.cast(out["sequence_output"], tf.float32),
                     **model.predict(f)}
@@ -431,6 +442,11 @@ def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
         deferred = on and dtype == "bfloat16"
         assert any("bias_heads" in n for n in names) == deferred, names
         with_bias = _matmuls_with_a_bias_add(graph)
+        # bfloat16: they read the kernels' copies made once for the run, laid out [out, in]
+        # (bert_finetune.inference_weights): six a layer, both passes (one batch slice: the
+        # tiny model is too narrow for batch_branches)
+        layers = model.bert.config.num_hidden_layers
+        assert _matmuls_on_copies(graph) == (6 * layers * 2 if deferred else 0)
         if deferred:  # only the poolers' (two encoder passes) and the classifier's
             assert with_bias <= 3, with_bias
         else:  # in each layer of both passes (the full one, the classifier's [CLS]-only one)

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import batch_branches, checkpoints, optimization, xla_kernels
+from bert_finetune import batch_branches, checkpoints, inference_weights, optimization, xla_kernels
 from bert_finetune.errors import UserError
 from bert_finetune.progress import Progress, hms
 from bert_finetune.runner import branches, xla
@@ -461,9 +461,13 @@ def inference_step(strategy: tf.distribute.Strategy, task, use_xla: bool = False
     if kernels is None:
         kernels = xla.inference_kernels_xla(None, use_xla, strategy)[0]
 
+    # bfloat16 encoder kernels cast (and transposed) once for the run, not in every step.
+    copies = inference_weights.prepare(task) if kernels else None
+
     def predict_in_branches(features):
         with batch_branches.enabled(num_branches), xla_kernels.enabled(
-                kernels, weight_gradients=False, forward_only=True):
+                kernels, weight_gradients=False, forward_only=True), inference_weights.using(
+                copies):
             return task.predict(features)
 
     predict = (tf.function(predict_in_branches, jit_compile=True) if use_xla
