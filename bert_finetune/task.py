@@ -288,7 +288,8 @@ class TaskContext:
             dtype = tf.as_dtype(self.opts.compute_dtype)
             what = "fused element-wise chains"
             if dtype == tf.bfloat16:
-                what += "; " + fused.BIAS_DEFERRED_LOG
+                what += ("; " + fused.BIAS_DEFERRED_LOG + "; their kernels cast and transposed "
+                         "once per run (bert_finetune.inference_weights)")
             elif fused_matmul.usable(self.config.hidden_act.lower(), dtype):
                 what += "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
         logging.info("  XLA kernels in inference: %s (%s)", what, why)
