@@ -28,6 +28,7 @@ from bert_finetune import (
     outputs,
     tokenization,
 )
+from bert_finetune.data import length_buckets
 from bert_finetune.errors import UserError
 from bert_finetune.runner import branches, distribute, loops, xla
 
@@ -308,6 +309,12 @@ class TaskContext:
         logging.info("  XLA kernels in the training step: %s (%s)", what, why)
         slices, why = branches.batch_branches(self.strategy)
         logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
+        window = getattr(opts, "length_buckets", 0)
+        if window:
+            logging.info("  Length-aware batches (--length_buckets=%d): each window of %d "
+                         "batches of the shuffled stream re-cut by length, each batch padded "
+                         "to the first of %s that fits", window, window,
+                         length_buckets.bucket_lengths(opts.max_seq_length))
         accumulate = opts.gradient_accumulation_steps
         if accumulate > 1:
             replicas = self.strategy.num_replicas_in_sync
