@@ -309,7 +309,7 @@ class TaskContext:
         logging.info("  XLA kernels in the training step: %s (%s)", what, why)
         slices, why = branches.batch_branches(self.strategy)
         logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
-        window = getattr(opts, "length_buckets", 0)
+        window = opts.length_buckets
         if window:
             logging.info("  Length-aware batches (--length_buckets=%d): each window of %d "
                          "batches of the shuffled stream re-cut by length, each batch padded "
