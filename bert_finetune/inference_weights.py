@@ -8,7 +8,9 @@ on weights laid out [out, in] (`transpose_b`) than [in, out]. The runner's infer
 bfloat16 copy once, before its first batch, and the step reads the copies while it is traced
 inside `using(...)`. The copies are eager tensors captured by the step, made anew for each
 inference run (weights trained since are not missed); nothing else (training, exported models,
-the Keras layer) sees them.
+the Keras layer) sees them. Where oneDNN runs, the step gives each copy to oneDNN's fixed-weight
+op (bert_finetune.fused_matmul), which lays it out in its blocked format on the first batch and
+keeps that for the op's life: it may, as a copy never changes while its step lives.
 """
 
 from __future__ import annotations

@@ -283,16 +283,24 @@ class BertModel(tf.Module):
     def _matmul(self, x: tf.Tensor, name: str) -> tuple[tf.Tensor, tf.Tensor]:
         """Dense layer `name` without its bias: (x @ kernel, the bias in float32), for the
         next kernel to add (fused.bias_deferred). In the runner's inference step the kernel is
-        the copy made once for the run (bert_finetune.inference_weights)."""
+        the copy made once for the run (bert_finetune.inference_weights), read by oneDNN's
+        fixed-weight op where it runs (bert_finetune.fused_matmul)."""
         copy = inference_weights.transposed(self._v(name + "/kernel"))
-        y = (tf.matmul(x, self._w(name + "/kernel")) if copy is None
-             else tf.matmul(x, copy, transpose_b=True))
+        if copy is None:
+            y = tf.matmul(x, self._w(name + "/kernel"))
+        elif fused_matmul.fixed_usable(None, x.dtype):
+            y = fused_matmul.fixed_matmul(x, copy)
+        else:
+            y = tf.matmul(x, copy, transpose_b=True)
         return (y,
                 tf.convert_to_tensor(self._v(name + "/bias"), tf.float32))
 
     def _dense(self, x: tf.Tensor, name: str, activation=None) -> tf.Tensor:
         gelu_name = _GELU_NAMES.get(activation)
         exact = gelu_name == "gelu_exact"  # (its training kernel is not written)
+        copy = inference_weights.transposed(self._v(name + "/kernel"))
+        if gelu_name and copy is not None and fused_matmul.fixed_usable(gelu_name, x.dtype):
+            return fused_matmul.fixed_dense_gelu(x, copy, self._w(name + "/bias"), gelu_name)
         if gelu_name and fused.bias_deferred(x) and (xla_kernels.forward_only() or not exact):
             return fused.bias_gelu(*self._matmul(x, name), exact=exact)  # bias in the GELU
         if (gelu_name and fused.active(x) and xla_kernels.forward_only()

@@ -291,6 +291,10 @@ class TaskContext:
             if dtype == tf.bfloat16:
                 what += ("; " + fused.BIAS_DEFERRED_LOG + "; their kernels cast and transposed "
                          "once per run (bert_finetune.inference_weights)")
+                if fused_matmul.fixed_usable(None, dtype):
+                    what += ", laid out for oneDNN once (bert_finetune.fused_matmul)"
+                if fused_matmul.fixed_usable(self.config.hidden_act.lower(), dtype):
+                    what += "; the GELU layer's bias and GELU inside its matmul"
             elif fused_matmul.usable(self.config.hidden_act.lower(), dtype):
                 what += "; a GELU dense layer as one oneDNN op (bert_finetune.fused_matmul)"
         logging.info("  XLA kernels in inference: %s (%s)", what, why)

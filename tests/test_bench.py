@@ -203,7 +203,8 @@ def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     bf16 = [dict(r, precision="bf16") for r in done]
     assert "LayerNorm: bert_finetune/fused.py; in bf16 they also add the dense layers' biases, " \
         "after bare oneDNN matmuls (in inference on bf16 kernels cast and transposed once per " \
-        "run)), and in training" in report.format_markdown(meta, done + bf16)
+        "run, which oneDNN lays out once; the GELU layer's bias and GELU inside its matmul)), " \
+        "and in training" in report.format_markdown(meta, done + bf16)
     del done[1]["xla_kernels"]
     del done[0]["xla_kernels"]  # a JSON from before the fused kernels: weight gradients only
     md = report.format_markdown(meta, done)

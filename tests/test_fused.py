@@ -24,7 +24,7 @@ from test_runner import (  # noqa: F401
     train_off_and_on,
 )
 
-from bert_finetune import fused, modeling, weight_gradients, xla_kernels
+from bert_finetune import fused, fused_matmul, modeling, weight_gradients, xla_kernels
 from bert_finetune.classify import ClassifierModel
 from bert_finetune.runner import loops
 
@@ -393,10 +393,17 @@ def _matmuls_with_a_bias_add(graph: tf.Graph) -> int:
                and any(adds_a_bias(c, op) for c in op.outputs[0].consumers()))
 
 
+# a bare MatMul, or oneDNN's op on a weight fixed for the step (bert_finetune.fused_matmul)
+_COPY_MATMULS = ("MatMul", "_MklNativeFusedMatMul")
+
+
 def _matmuls_on_copies(graph: tf.Graph) -> int:
     """MatMuls of the graph on a bfloat16 [out, in] weight captured from outside the step (a
-    copy of bert_finetune.inference_weights), not on a variable read in the step."""
-    return sum(1 for op in graph.get_operations() if op.type == "MatMul"
+    copy of bert_finetune.inference_weights), not on a variable read in the step; where
+    oneDNN's fixed-weight op runs, all are that op."""
+    fixed = fused_matmul.fixed_usable(None, tf.bfloat16)
+    return sum(1 for op in graph.get_operations() if op.type in _COPY_MATMULS
+               and (op.type != "MatMul") == fixed
                and op.get_attr("transpose_b") and op.inputs[1].op.type == "Placeholder"
                and op.inputs[1].dtype == tf.bfloat16)
 
@@ -435,7 +442,8 @@ def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
         assert any("add_norm_inference" in n for n in names) == on, names
         assert any("softmax_inference" in n for n in names) == on, names
         assert not any("layer_norm_forward" in n for n in names), names
-        fused_gelu = "_FusedMatMul" in {op.type for op in graph.get_operations()}
+        fused_gelu = bool({"_FusedMatMul", "_MklNativeFusedMatMul"}
+                          & {op.type for op in graph.get_operations()})
         gelu_kernel = any("gelu_forward" in n or "bias_gelu" in n for n in names)
         assert (gelu_kernel or fused_gelu) == on, names
         # bfloat16: the dense layers' MatMuls bare, their biases added by the next kernel

@@ -77,6 +77,64 @@ CHILD = textwrap.dedent("""
     for name in outputs[True]:
         np.testing.assert_allclose(outputs[True][name].numpy(), outputs[False][name].numpy(),
                                    rtol=1e-5, atol=1e-5, err_msg=name)
+
+    # The fixed-weight op: the plain ops' values on two inputs in turn (the second read from
+    # oneDNN's copy of the weight), with or without the GELU.
+    for gelu in (None, *plain_gelu):
+        for dtype in (tf.float32, tf.bfloat16):
+            assert fused_matmul.fixed_usable(gelu, dtype), (gelu, dtype)
+            w, b = (tf.cast(tf.constant(rng.normal(0, s, shape), tf.float32), dtype)
+                    for shape, s in (((40, 56), 0.3), ((56,), 0.5)))
+            w_t = tf.transpose(w)
+            fixed = tf.function(lambda x: fused_matmul.fixed_matmul(x, w_t) if gelu is None
+                                else fused_matmul.fixed_dense_gelu(x, w_t, b, gelu))
+            for _ in range(2):
+                x = tf.cast(tf.constant(rng.normal(size=(24, 40)), tf.float32), dtype)
+                want = tf.matmul(x, w) if gelu is None else plain_gelu[gelu](tf.matmul(x, w) + b)
+                got, want = (tf.cast(t, tf.float32).numpy() for t in (fixed(x), want))
+                atol = 1e-5 if dtype == tf.float32 else 1e-2 * np.abs(want).max()
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol, err_msg=str(gelu))
+    try:
+        fused_matmul.fixed_matmul(x, w_t)
+        raise AssertionError("made eagerly")
+    except ValueError:
+        pass
+
+    # The runner's bfloat16 inference step: every encoder dense layer (6 a layer) on the fixed
+    # op reading the run's copies; two batches in turn give the plain step's outputs.
+    bf16_model = modeling.BertModel(config, compute_dtype=tf.bfloat16)
+
+    class Bf16Task(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = bf16_model
+
+        def predict(self, f):
+            return {"out": tf.cast(self.model(f["ids"], f["mask"])["sequence_output"],
+                                   tf.float32)}
+
+    batches = [{"ids": tf.constant(rng.integers(1, config.vocab_size, (6, 11)), tf.int32),
+                "mask": mask} for _ in range(2)]
+    outputs = {}
+    for on in (False, True):
+        step = loops.inference_step(tf.distribute.get_strategy(), Bf16Task(), False, 1, on)
+        outputs[on] = [step(f)["out"].numpy() for f in batches]
+        ops = [op for op in step.get_concrete_function(batches[0]).graph.get_operations()
+               if op.type == "_MklNativeFusedMatMul"]
+        assert len(ops) == (6 * config.num_hidden_layers if on else 0), len(ops)
+        assert all(op.get_attr("is_filter_const") and op.get_attr("transpose_b") for op in ops)
+    for got, want in zip(outputs[True], outputs[False]):
+        # the kernels add each residual in float32, the plain ops in bfloat16
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-2 * np.abs(want).max())
+    # weights changed (as by training between evaluations): the next run reads the new ones
+    for name, variable in bf16_model.variables_by_name().items():
+        if name.endswith("/kernel"):
+            variable.assign(tf.random.normal(variable.shape, stddev=0.2))
+    after = {on: loops.inference_step(tf.distribute.get_strategy(), Bf16Task(), False, 1, on)(
+        batches[0])["out"].numpy() for on in (True, False)}
+    scale = np.abs(after[False]).max()
+    assert np.abs(after[True] - outputs[True][0]).max() > 0.3 * scale
+    np.testing.assert_allclose(after[True], after[False], rtol=0, atol=2e-2 * scale)
     print("ok")
 """)
 
@@ -84,7 +142,9 @@ CHILD = textwrap.dedent("""
 def test_dense_gelu_and_the_inference_step_on_onednn():
     """gelu (tanh) and gelu_exact, float32 and bfloat16: the fused op's values and gradients
     are the plain ops'; the runner's inference step uses it and predicts what the plain step
-    does."""
+    does. The fixed-weight op (matmul alone, or with either GELU) gives the plain ops' values
+    run after run; the bfloat16 inference step runs its encoder's dense layers on it and
+    predicts what the plain step does."""
     code = CHILD.replace("__CONFIG__", repr({**TINY_CONFIG, "num_hidden_layers": 2}))
     env = dict(os.environ, **{onednn.ONEDNN_OPTS: "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -113,6 +173,17 @@ def test_not_used_when_the_probe_fails(monkeypatch):
         assert not fused_matmul.usable("relu", tf.float32)
         assert not fused_matmul.usable("gelu", tf.float16)
 
+        # the fixed-weight op: not used when it fails or differs
+        fused_matmul.fixed_available.cache_clear()
+        monkeypatch.setattr(fused_matmul, "_fixed_op", broken)
+        assert not fused_matmul.fixed_usable(None, tf.bfloat16)
+        fused_matmul.fixed_available.cache_clear()
+        monkeypatch.setattr(fused_matmul, "_fixed_op",
+                            lambda x, w_t, b, g: tf.matmul(x, w_t, transpose_b=True) + b)
+        assert fused_matmul.fixed_usable(None, tf.float32)
+        assert not fused_matmul.fixed_usable("gelu", tf.float32)  # no GELU: differs
+        assert not fused_matmul.fixed_usable("gelu", tf.float16)
+
         config = modeling.BertConfig(**TINY_CONFIG)
         model = modeling.BertModel(config)
         ids = tf.ones((2, 5), tf.int32)
@@ -123,6 +194,7 @@ def test_not_used_when_the_probe_fails(monkeypatch):
         assert any("gelu_forward" in n for n in names), names
     finally:
         fused_matmul.available.cache_clear()
+        fused_matmul.fixed_available.cache_clear()
 
 
 def _encoder_grads(model, ids, mask, **enabled):

@@ -99,7 +99,8 @@ def xla_kernels_line(records: list[dict]) -> str | None:
             + ("its element-wise chains, one XLA kernel each (GELU, softmax + dropout, dropout "
                "+ residual + LayerNorm: bert_finetune/fused.py"
                + ("; in bf16 they also add the dense layers' biases, after bare oneDNN matmuls "
-                  "(in inference on bf16 kernels cast and transposed once per run)"
+                  "(in inference on bf16 kernels cast and transposed once per run, which "
+                  "oneDNN lays out once; the GELU layer's bias and GELU inside its matmul)"
                   if bf16 else "") + "), and in training " if fused else "")
             + ("the dense layers' weight gradients xᵀ·dy of the shapes where XLA's GEMM "
                "measured faster at the start (bert_finetune/weight_gradients.py): "
