@@ -33,7 +33,7 @@ use_onednn()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_finetune import modeling, weight_gradients  # noqa: E402
+from bert_finetune import fused_matmul, modeling, weight_gradients  # noqa: E402
 from bert_finetune.bench import spec  # noqa: E402
 from bert_finetune.classify import ClassifierModel  # noqa: E402
 from bert_finetune.runner import branches, loops, xla  # noqa: E402
@@ -85,7 +85,9 @@ def _first(t: tf.Tensor) -> tf.Tensor:
 
 
 def gemm_peak(precision: str) -> dict:
-    """FLOP/s of a square n x n x n GEMM: best median of 3 over the entry points TF offers."""
+    """FLOP/s of a square n x n x n GEMM: best median of 3 over the entry points TF offers
+    (with oneDNN also its op on a weight fixed for the step, which the inference step uses:
+    bert_finetune.fused_matmul)."""
     dtype = DTYPES[precision]
     plain = tf.function(lambda a, b: _first(tf.linalg.matmul(a, b)[:1, :1]))
     xla = tf.function(lambda a, b: _first(tf.linalg.matmul(a, b)[:1, :1]), jit_compile=True)
@@ -94,6 +96,9 @@ def gemm_peak(precision: str) -> dict:
         a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
         b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dtype)
         fns = {"matmul": lambda: plain(a, b).numpy(), "matmul_xla": lambda: xla(a, b).numpy()}
+        if fused_matmul.fixed_usable(None, dtype):
+            fixed = tf.function(lambda a: _first(fused_matmul.fixed_matmul(a, b)[:1, :1]))
+            fns["matmul_fixed_weight"] = lambda: fixed(a).numpy()  # (b^T: the same work)
         if precision == "fp32":
             an, bn = a.numpy(), b.numpy()
             fns["numpy"] = lambda: np.matmul(an, bn)
@@ -123,7 +128,9 @@ def encoder_gemms(size: spec.Size, precision: str, mode: str, seq: int = spec.SE
     Q K^T and probs V as [B, N, T, dh] batched matmuls. Train adds each matmul's two backward
     matmuls (dA = dC B^T, dB = A^T dC): exactly 3x the forward FLOPs, as spec.step_flops counts.
     Operands are fixed random tensors (no activations, norms or copies between them; per layer
-    only the weight slices [d, d] / [d, f] are read out of the stacked weights).
+    only the weight slices [d, d] / [d, f] are read out of the stacked weights). bf16 inference
+    with oneDNN runs the dense layers as the inference step does, on oneDNN's op with each
+    layer's weights fixed for the step (bert_finetune.fused_matmul), one op per weight.
     """
     dtype = DTYPES[precision]
     d, f, heads, bt = size.hidden, size.intermediate, size.heads, batch * seq
@@ -144,6 +151,10 @@ def encoder_gemms(size: spec.Size, precision: str, mode: str, seq: int = spec.SE
     qkvo = rand(size.layers, 4, d, d, scale=0.02)  # [L, 4, d, d]
     ffn_in, ffn_out = rand(size.layers, d, f, scale=0.02), rand(size.layers, f, d, scale=0.02)
     train = mode == "train"
+    fixed = None  # inference: each layer's dense weights [out, in], fixed for the step
+    if not train and dtype == tf.bfloat16 and fused_matmul.fixed_usable(None, dtype):
+        fixed = [[tf.transpose(w) for w in (*tf.unstack(qkvo[i]), ffn_in[i], ffn_out[i])]
+                 for i in range(size.layers)]
 
     def gemm(a, b, dc, transpose_b=False):
         """C = a @ b (b^T when transpose_b); train: also dA and dB from dC."""
@@ -162,10 +173,14 @@ def encoder_gemms(size: spec.Size, precision: str, mode: str, seq: int = spec.SE
         # A loop over the layers, not L unrolled copies: the attention operands are the same
         # for every layer, and unrolled identical products would be computed only once.
         total = tf.constant(0.0)
+        for weights in fixed or []:  # unrolled: one op per weight (distinct weights, no CSE)
+            for w, a in zip(weights, [x] * 5 + [h], strict=True):
+                total += _first(fused_matmul.fixed_matmul(a, w))
         for i in tf.range(size.layers):
-            for j in range(4):
-                total += gemm(x, qkvo[i, j], d_qkvo[j])
-            total += gemm(x, ffn_in[i], d_ffn_in) + gemm(h, ffn_out[i], d_ffn_out)
+            if fixed is None:
+                for j in range(4):
+                    total += gemm(x, qkvo[i, j], d_qkvo[j])
+                total += gemm(x, ffn_in[i], d_ffn_in) + gemm(h, ffn_out[i], d_ffn_out)
             total += gemm(q, k, d_scores, transpose_b=True)  # scores [B, N, T, T]
             total += gemm(p, v, d_context)  # context [B, N, T, dh]
         return total
@@ -179,7 +194,8 @@ def gemm_job(job: spec.Job, emit) -> None:
         t0 = time.time()
         peak = gemm_peak(precision)
         emit({"kind": "peak", "precision": precision, **peak, "wall_s": time.time() - t0,
-              "source": "max(tf.linalg.matmul, XLA matmul, numpy[fp32])"})
+              "source": "max(tf.linalg.matmul, XLA matmul, numpy[fp32], oneDNN fixed-weight "
+                        "matmul)"})
         for name in job.sizes:
             size = spec.SIZES[name]
             for mode in ("infer", "train"):
