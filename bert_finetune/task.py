@@ -30,6 +30,7 @@ from bert_finetune import (
 )
 from bert_finetune.data import length_buckets
 from bert_finetune.errors import UserError
+from bert_finetune.onednn import onednn_enabled
 from bert_finetune.runner import branches, distribute, loops, xla
 
 RUN_FLAGS_FILE = "run_flags.json"
@@ -288,6 +289,8 @@ class TaskContext:
             # the op, the GELU inside its dense layer
             dtype = tf.as_dtype(self.opts.compute_dtype)
             what = "fused element-wise chains"
+            if onednn_enabled():
+                what += " (the attention softmax oneDNN's, fused with its batched matmul)"
             if dtype == tf.bfloat16:
                 what += ("; " + fused.BIAS_DEFERRED_LOG + "; their kernels cast and transposed "
                          "once per run (bert_finetune.inference_weights)")

@@ -197,11 +197,12 @@ def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     assert "as the product trains and predicts without --use_xla" in md
     assert "bert-mini [4096, 256]ᵀ[4096, 1024], [4096, 1024]ᵀ[4096, 256]." in md
     only_infer = [r for r in done if r.get("mode") == "infer"]
-    assert "dropout + residual + LayerNorm: bert_finetune/fused.py), and in training no weight " \
-        "gradients (no training row)." in report.format_markdown(meta, only_infer)
+    assert "dropout + residual + LayerNorm: bert_finetune/fused.py; in inference the softmax is " \
+        "oneDNN's, fused with its batched matmul), and in training no weight gradients (no " \
+        "training row)." in report.format_markdown(meta, only_infer)
     assert "biases" not in md  # float32 rows only
     bf16 = [dict(r, precision="bf16") for r in done]
-    assert "LayerNorm: bert_finetune/fused.py; in bf16 they also add the dense layers' biases, " \
+    assert "batched matmul; in bf16 they also add the dense layers' biases, " \
         "after bare oneDNN matmuls (in inference on bf16 kernels cast and transposed once per " \
         "run, which oneDNN lays out once; the GELU layer's bias and GELU inside its matmul)), " \
         "and in training" in report.format_markdown(meta, done + bf16)

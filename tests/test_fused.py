@@ -24,7 +24,7 @@ from test_runner import (  # noqa: F401
     train_off_and_on,
 )
 
-from bert_finetune import fused, fused_matmul, modeling, weight_gradients, xla_kernels
+from bert_finetune import fused, fused_matmul, modeling, onednn, weight_gradients, xla_kernels
 from bert_finetune.classify import ClassifierModel
 from bert_finetune.runner import loops
 
@@ -206,6 +206,43 @@ def test_bf16_attention_probs(rate):
     # The plain path drops the float32 probabilities: the fused kernel draws in float32 too.
     want = _bf16_value_and_grads(plain, [scores], dy, {0}, seed=9)[0](f32)
     _assert_bf16_close(run(bf16), want, ["value", "scores"], [tf.float32, tf.bfloat16])
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_forward_only_attention_probs(dtype, onednn, monkeypatch):
+    """Forward-only (inference) probabilities, as the XLA kernel or (on oneDNN) as plain ops
+    that oneDNN fuses with the batched matmul: the float32 formula on the same values (float32
+    1e-5; bfloat16 within 1e-2 of the largest, plus the scale rounded to bfloat16: 1/sqrt(8) =
+    0.35355 -> 0.35352), in the scores' dtype; all rows or one query row; padding gets none."""
+    monkeypatch.setattr(fused, "onednn_enabled", lambda: onednn)
+    mask = (np.arange(10)[None, :] < np.array([10, 6, 1])[:, None]).astype(np.float32)
+    mask_adder = tf.constant((1.0 - mask)[:, None, None, :] * modeling.ATTENTION_MASK_ADDER)
+    q, k = (tf.cast(_tensor(3, 2, 10, 8), dtype) for _ in "qk")
+    scale = 1.0 / math.sqrt(8)
+
+    @tf.function
+    def probs(q, k):
+        with xla_kernels.enabled(True, weight_gradients=False, forward_only=True):
+            return fused.attention_probs(tf.matmul(q, k, transpose_b=True), mask_adder, scale,
+                                         0.0)
+
+    for rows in (10, 1):
+        got = probs(q[:, :, :rows], k)
+        names = [f.signature.name for f in
+                 probs.get_concrete_function(q[:, :, :rows], k).graph.as_graph_def()
+                 .library.function]
+        assert any("softmax_inference" in n for n in names) == (not onednn), names
+        assert got.dtype == dtype
+        scores = tf.matmul(tf.cast(q[:, :, :rows], tf.float32), tf.cast(k, tf.float32),
+                           transpose_b=True)
+        want = tf.nn.softmax(scores * scale + mask_adder, axis=-1).numpy()
+        got = tf.cast(got, tf.float32).numpy()
+        if dtype == tf.float32:
+            np.testing.assert_allclose(got, want, **CLOSE)
+        else:
+            np.testing.assert_allclose(got, want, rtol=0, atol=BF16_CLOSE)
+        assert not got[2, :, :, 1:].any()  # padding gets no attention
 
 
 def _compiled_in(fn, *args) -> list[str]:
@@ -440,7 +477,9 @@ def test_the_inference_step_with_them_equals_the_plain_one(dtype, monkeypatch):
         # forward-only kernels (nothing kept for a backward pass); the GELU as its own kernel
         # or inside the dense layer's oneDNN op (tests/test_fused_matmul.py)
         assert any("add_norm_inference" in n for n in names) == on, names
-        assert any("softmax_inference" in n for n in names) == on, names
+        # the softmax: an XLA kernel, or on oneDNN its fused matmul + softmax
+        assert any("softmax_inference" in n for n in names) == (
+            on and not onednn.onednn_enabled()), names
         assert not any("layer_norm_forward" in n for n in names), names
         fused_gelu = bool({"_FusedMatMul", "_MklNativeFusedMatMul"}
                           & {op.type for op in graph.get_operations()})
