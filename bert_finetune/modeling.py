@@ -380,6 +380,11 @@ class BertModel(tf.Module):
         q = heads(x2d if query2d is None else query2d, rows, "attention/self/query")
         k = heads(x2d, seq, "attention/self/key")
         v = heads(x2d, seq, "attention/self/value")
+        if fused.active(q) and xla_kernels.forward_only():
+            # Static ranks for TensorFlow's graph rewrites (grappler infers no shapes out of
+            # the XLA kernels that made q and k): with them oneDNN's rewrite applies the
+            # softmax's scale and mask inside this matmul (fused.attention_probs).
+            q, k = (tf.ensure_shape(t, [None, n, None, d]) for t in (q, k))
         scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
         if fused.active(scores):
             rate = c.attention_probs_dropout_prob if training else 0.0

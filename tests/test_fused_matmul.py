@@ -152,6 +152,49 @@ def test_dense_gelu_and_the_inference_step_on_onednn():
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
+VERBOSE_CHILD = textwrap.dedent("""
+    import tensorflow as tf
+    from bert_finetune import modeling
+    from bert_finetune.runner import loops
+
+    model = modeling.BertModel(modeling.BertConfig(**__CONFIG__), compute_dtype=tf.bfloat16)
+
+    class Task(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def predict(self, f):
+            return {"out": self.model(f["ids"], f["mask"])["sequence_output"]}
+
+    mask = tf.sequence_mask([11, 4, 9, 7], 11, tf.int32)
+    step = loops.inference_step(tf.distribute.get_strategy(), Task(), False, 1, True)
+    step({"ids": tf.ones((4, 11), tf.int32), "mask": mask})
+    print("MARK", flush=True)
+    step({"ids": tf.ones((4, 11), tf.int32), "mask": mask})
+""")
+
+
+def test_the_attention_scale_and_mask_run_inside_onednns_matmul():
+    """The bfloat16 inference step on oneDNN (ONEDNN_VERBOSE): in every layer the Q.K^T
+    batched matmul carries the softmax's scale and mask as post-ops (the heads come out of XLA
+    kernels, so this needs their static ranks), and the softmax is oneDNN's."""
+    layers = 2
+    code = VERBOSE_CHILD.replace("__CONFIG__",
+                                 repr({**TINY_CONFIG, "num_hidden_layers": layers}))
+    env = dict(os.environ, **{onednn.ONEDNN_OPTS: "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+                              "ONEDNN_VERBOSE": "1"})
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and "MARK" in done.stdout, done.stderr[-3000:]
+    lines = [line for line in done.stdout.split("MARK", 1)[1].splitlines()
+             if ",exec," in line]
+    fused = [line for line in lines if ",matmul," in line
+             and "binary_mul" in line and "binary_add" in line]
+    softmax = [line for line in lines if ",softmax," in line]
+    assert len(fused) == layers and len(softmax) == layers, "\n".join(lines)
+
+
 def test_not_used_when_the_probe_fails(monkeypatch):
     """Without oneDNN, or when the op fails or differs from the plain ops, the probe says no
     and the encoder keeps its GELU kernel."""
