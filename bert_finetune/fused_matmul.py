@@ -78,7 +78,6 @@ def _fixed_op(x: tf.Tensor, kernel_t: tf.Tensor, bias: tf.Tensor, gelu: str | No
     return op.outputs[0]
 
 
-
 def _plain(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, gelu: str) -> tf.Tensor:
     from bert_finetune import modeling  # the activation functions (modeling imports us)
 
