@@ -84,6 +84,12 @@ def _plain(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, gelu: str) -> tf.Te
     return modeling.get_activation(gelu)(tf.matmul(x, kernel) + bias)
 
 
+def _close(got: np.ndarray, want: np.ndarray, dtype: tf.DType) -> bool:
+    """A probe's result equals the plain ops' within the dtype's rounding."""
+    tolerance = 1e-5 if dtype == tf.float32 else 2e-2
+    return bool(np.allclose(got, want, rtol=tolerance, atol=tolerance))
+
+
 @functools.cache
 def available(gelu: str, dtype_name: str) -> bool:
     """Whether this TensorFlow runs the fused op for `gelu` in this dtype, equal (within the
@@ -100,8 +106,7 @@ def available(gelu: str, dtype_name: str) -> bool:
         except (tf.errors.OpError, ValueError, TypeError):
             return False
         plain = _plain(*args, gelu).numpy().astype(np.float32)
-    tolerance = 1e-5 if dtype == tf.float32 else 2e-2
-    return bool(np.allclose(fused, plain, rtol=tolerance, atol=tolerance))
+    return _close(fused, plain, dtype)
 
 
 @functools.cache
@@ -125,9 +130,7 @@ def fixed_available(gelu: str | None, dtype_name: str) -> bool:
             return False
         plain = [(tf.matmul(x, kernel) + bias if gelu is None else _plain(x, kernel, bias, gelu))
                  .numpy().astype(np.float32) for x in xs]
-    tolerance = 1e-5 if dtype == tf.float32 else 2e-2
-    return all(np.allclose(f, p, rtol=tolerance, atol=tolerance)
-               for f, p in zip(fused, plain, strict=True))
+    return all(_close(f, p, dtype) for f, p in zip(fused, plain, strict=True))
 
 
 def usable(gelu: str, dtype: tf.DType) -> bool:
