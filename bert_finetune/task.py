@@ -312,7 +312,8 @@ class TaskContext:
         if kernels:  # bfloat16: no XLA weight gradients (the bare matmuls' are oneDNN's)
             what = ("fused element-wise chains; " + fused.BIAS_DEFERRED_LOG
                     if tf.as_dtype(opts.compute_dtype) == tf.bfloat16
-                    else "fused element-wise chains, weight gradients by shape")
+                    else "fused element-wise chains, weight gradients by shape, bias "
+                    "gradients by XLA")
         logging.info("  XLA kernels in the training step: %s (%s)", what, why)
         slices, why = branches.batch_branches(self.strategy)
         logging.info("  Batch slices side by side in the training step: %d (%s)", slices, why)
