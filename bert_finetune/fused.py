@@ -32,7 +32,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from bert_finetune import xla_kernels
-from bert_finetune.onednn import onednn_enabled
 
 DTYPES = (tf.float32, tf.bfloat16)
 
@@ -236,27 +235,13 @@ def _softmax_dropout_backward(dy, out, probs, scale):
                    dy.dtype)
 
 
-def _softmax_onednn(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float) -> tf.Tensor:
-    """softmax(scores * scale + mask_adder) as plain ops in the scores' dtype, on the Q.K^T
-    batched matmul's output: TensorFlow's oneDNN rewrite makes the matmul, scale and mask one
-    op (the scale and mask applied to its float32 accumulator) and the softmax oneDNN's
-    (float32 inside). The scale is rounded to the dtype (exact for head sizes 4^k)."""
-    dtype = scores.dtype
-    return tf.nn.softmax(scores * tf.cast(scale, dtype) + tf.cast(mask_adder, dtype), axis=-1)
-
-
 def attention_probs(scores: tf.Tensor, mask_adder: tf.Tensor, scale: float,
                     rate: float) -> tf.Tensor:
     """dropout(softmax(scores * scale + mask_adder), rate) for Q.K^T scores [B, N, R, T] (the
     batched matmul's output) and mask_adder [B, 1, 1, T] (float32); rate 0 for no dropout. In
-    the scores' dtype, computed in float32.
-
-    Forward-only on oneDNN it is oneDNN's fused batched matmul + softmax, not a kernel: for
-    [16, 12, 128, 128] on an AMX Xeon, matmul + softmax 2.1 ms against 3.5 ms with the kernel
-    in bfloat16 (3.0 vs 5.2 ms in float32)."""
+    the scores' dtype, computed in float32. (Forward-only on oneDNN the encoder uses
+    bert_finetune.fused_matmul.attention_scores and oneDNN's softmax instead.)"""
     if rate <= 0.0 and xla_kernels.forward_only():
-        if onednn_enabled():
-            return _softmax_onednn(scores, mask_adder, scale)
         return _softmax_inference(scores, mask_adder, scale)
     if rate <= 0.0:
         @tf.custom_gradient

@@ -173,3 +173,66 @@ def fixed_dense_gelu(x: tf.Tensor, kernel_t: tf.Tensor, bias: tf.Tensor, gelu: s
     """GELU(x @ kernel_t^T + bias) on a fixed weight [out, in], as `fixed_matmul` (check
     `fixed_usable(gelu, ...)` first)."""
     return _fixed_op(x, kernel_t, bias, gelu)
+
+
+# -- The attention's scores -------------------------------------------------------------------
+def _scores_op(q: tf.Tensor, k: tf.Tensor, scale: tf.Tensor, mask_adder: tf.Tensor) -> tf.Tensor:
+    """q @ k^T * scale + mask_adder as oneDNN's batched matmul with two post-ops."""
+    if tf.executing_eagerly():  # an op without a Python wrapper is made in a graph only
+        return _scores_op_function(q, k, scale, mask_adder)
+    op = op_def_library._apply_op_helper(
+        "_MklFusedBatchMatMulV2", x=q, y=k, args=[scale, mask_adder], fused_ops=["Mul", "Add"],
+        adj_x=False, adj_y=True, epsilon=0.0, leakyrelu_alpha=0.0, name="AttentionScores")[2]
+    return op.outputs[0]
+
+
+_scores_op_function = tf.function(_scores_op)
+
+
+@functools.cache
+def scores_available(dtype_name: str) -> bool:
+    """Whether this TensorFlow runs `attention_scores` in this dtype, equal (within the dtype's
+    rounding) to the plain ops, for every query row and for one."""
+    if not onednn_enabled():
+        return False
+    dtype = tf.as_dtype(dtype_name)
+    rng = np.random.default_rng(2)
+    with tf.init_scope():
+        q, k = (tf.cast(tf.constant(rng.normal(size=(2, 3, 5, 4)), tf.float32), dtype)
+                for _ in "qk")
+        mask = tf.constant([[[[0.0] * 5]], [[[0.0] * 3 + [-10000.0] * 2]]], tf.float32)
+        step = tf.function(lambda q, k: attention_scores(q, k, 0.5, mask))
+        try:
+            fused = [step(x, k).numpy().astype(np.float32) for x in (q, q[:, :, :1])]
+        except (tf.errors.OpError, ValueError, TypeError):
+            return False
+        plain = [(tf.matmul(tf.cast(x, tf.float32), tf.cast(k, tf.float32), transpose_b=True)
+                  * 0.5 + mask).numpy() for x in (q, q[:, :, :1])]
+    return all(_close(f, p, dtype) for f, p in zip(fused, plain, strict=True))
+
+
+def scores_usable(dtype: tf.DType) -> bool:
+    """Whether `attention_scores` may be used for activations of `dtype`."""
+    return dtype in DTYPES and scores_available(dtype.name)
+
+
+def attention_scores(q: tf.Tensor, k: tf.Tensor, scale: float, mask_adder: tf.Tensor
+                     ) -> tf.Tensor:
+    """q @ k^T * scale + mask_adder for the heads q [B, N, R, D], k [B, N, T, D] and
+    mask_adder [B, 1, 1, T] (float32): one oneDNN batched matmul that applies the scale and
+    the mask to its float32 accumulator, in q's dtype (check `scores_usable` first). The scale
+    and mask are rounded to the dtype (the scale exactly for head sizes 4^k). The op has no
+    registered gradient; the plain matmuls' is given (so a traced step stays differentiable)."""
+    dtype = q.dtype
+    scale = tf.constant(scale, dtype)
+
+    @tf.custom_gradient
+    def fused(q, k, mask):
+        def grad(dy):
+            return (tf.matmul(dy, k) * scale, tf.matmul(dy, q, transpose_a=True) * scale, None)
+
+        # stop_gradient: the op has none; `grad` gives it (a tape would look for the op's own)
+        return _scores_op(tf.stop_gradient(q), tf.stop_gradient(k), scale,
+                          tf.stop_gradient(mask)), grad
+
+    return fused(q, k, tf.cast(mask_adder, dtype))

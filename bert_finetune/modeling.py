@@ -380,16 +380,17 @@ class BertModel(tf.Module):
         q = heads(x2d if query2d is None else query2d, rows, "attention/self/query")
         k = heads(x2d, seq, "attention/self/key")
         v = heads(x2d, seq, "attention/self/value")
-        if fused.active(q) and xla_kernels.forward_only():
-            # Static ranks for TensorFlow's graph rewrites (grappler infers no shapes out of
-            # the XLA kernels that made q and k): with them oneDNN's rewrite applies the
-            # softmax's scale and mask inside this matmul (fused.attention_probs).
-            q, k = (tf.ensure_shape(t, [None, n, None, d]) for t in (q, k))
-        scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
-        if fused.active(scores):
+        if (fused.active(q) and xla_kernels.forward_only()
+                and fused_matmul.scores_usable(q.dtype)):
+            # inference on oneDNN: the scale and mask inside the Q.K^T matmul, oneDNN's softmax
+            scores = fused_matmul.attention_scores(q, k, 1.0 / math.sqrt(d), mask_adder)
+            probs = tf.nn.softmax(scores, axis=-1)  # [B, N, rows, T]
+        elif fused.active(q):
+            scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
             rate = c.attention_probs_dropout_prob if training else 0.0
             probs = fused.attention_probs(scores, mask_adder, 1.0 / math.sqrt(d), rate)
         else:
+            scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
             scores = scores * tf.cast(1.0 / math.sqrt(d), q.dtype)
             # Softmax in float32: the -10000 adder and the exponentials need its range and
             # precision.

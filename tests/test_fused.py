@@ -208,14 +208,12 @@ def test_bf16_attention_probs(rate):
     _assert_bf16_close(run(bf16), want, ["value", "scores"], [tf.float32, tf.bfloat16])
 
 
-@pytest.mark.parametrize("onednn", [False, True])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
-def test_forward_only_attention_probs(dtype, onednn, monkeypatch):
-    """Forward-only (inference) probabilities, as the XLA kernel or (on oneDNN) as plain ops
-    that oneDNN fuses with the batched matmul: the float32 formula on the same values (float32
-    1e-5; bfloat16 within 1e-2 of the largest, plus the scale rounded to bfloat16: 1/sqrt(8) =
-    0.35355 -> 0.35352), in the scores' dtype; all rows or one query row; padding gets none."""
-    monkeypatch.setattr(fused, "onednn_enabled", lambda: onednn)
+def test_forward_only_attention_probs(dtype):
+    """Forward-only (inference) probabilities as the XLA kernel: the float32 formula on the same
+    values (float32 1e-5; bfloat16 within 1e-2 of the largest), in the scores' dtype; all rows
+    or one query row; padding gets none. (On oneDNN the encoder's inference uses
+    fused_matmul.attention_scores instead: tests/test_fused_matmul.py.)"""
     mask = (np.arange(10)[None, :] < np.array([10, 6, 1])[:, None]).astype(np.float32)
     mask_adder = tf.constant((1.0 - mask)[:, None, None, :] * modeling.ATTENTION_MASK_ADDER)
     q, k = (tf.cast(_tensor(3, 2, 10, 8), dtype) for _ in "qk")
@@ -232,7 +230,7 @@ def test_forward_only_attention_probs(dtype, onednn, monkeypatch):
         names = [f.signature.name for f in
                  probs.get_concrete_function(q[:, :, :rows], k).graph.as_graph_def()
                  .library.function]
-        assert any("softmax_inference" in n for n in names) == (not onednn), names
+        assert any("softmax_inference" in n for n in names), names
         assert got.dtype == dtype
         scores = tf.matmul(tf.cast(q[:, :, :rows], tf.float32), tf.cast(k, tf.float32),
                            transpose_b=True)

@@ -74,6 +74,7 @@ CHILD = textwrap.dedent("""
         types = {op.type for op in graph.get_operations()} | {
             n.op for f in graph.as_graph_def().library.function for n in f.node_def}
         assert ("_FusedMatMul" in types) == on, types
+        assert ("_MklFusedBatchMatMulV2" in types) == on, types  # the attention's scores
     for name in outputs[True]:
         np.testing.assert_allclose(outputs[True][name].numpy(), outputs[False][name].numpy(),
                                    rtol=1e-5, atol=1e-5, err_msg=name)
@@ -99,6 +100,25 @@ CHILD = textwrap.dedent("""
         raise AssertionError("made eagerly")
     except ValueError:
         pass
+
+    # The attention's scores with their scale and mask inside oneDNN's batched matmul: the
+    # float32 formula's values for every query row and for one (bfloat16: within its rounding
+    # of the operands' products, the scale and the -10000 adder).
+    mask_adder = tf.constant(np.where(np.arange(9)[None] < np.array([[9], [5], [1]]), 0.0,
+                                      -10000.0)[:, None, None, :], tf.float32)
+    for dtype in (tf.float32, tf.bfloat16):
+        assert fused_matmul.scores_usable(dtype), dtype
+        q, k = (tf.cast(tf.constant(rng.normal(size=(3, 2, 9, 8)), tf.float32), dtype)
+                for _ in "qk")
+        scores = tf.function(lambda q, k: fused_matmul.attention_scores(q, k, 0.35, mask_adder))
+        for rows in (9, 1):
+            got = scores(q[:, :, :rows], k)
+            assert got.dtype == dtype and got.shape == (3, 2, rows, 9)
+            want = (tf.matmul(tf.cast(q[:, :, :rows], tf.float32), tf.cast(k, tf.float32),
+                              transpose_b=True) * 0.35 + mask_adder).numpy()
+            got = tf.cast(got, tf.float32).numpy()
+            rtol, atol = (1e-5, 1e-5) if dtype == tf.float32 else (8e-3, 0.1)
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
     # The runner's bfloat16 inference step: every encoder dense layer (6 a layer) on the fixed
     # op reading the run's copies; two batches in turn give the plain step's outputs.
@@ -157,7 +177,7 @@ VERBOSE_CHILD = textwrap.dedent("""
     from bert_finetune import modeling
     from bert_finetune.runner import loops
 
-    model = modeling.BertModel(modeling.BertConfig(**__CONFIG__), compute_dtype=tf.bfloat16)
+    model = modeling.BertModel(modeling.BertConfig(**__CONFIG__), compute_dtype=tf.__DTYPE__)
 
     class Task(tf.Module):
         def __init__(self):
@@ -175,13 +195,13 @@ VERBOSE_CHILD = textwrap.dedent("""
 """)
 
 
-def test_the_attention_scale_and_mask_run_inside_onednns_matmul():
-    """The bfloat16 inference step on oneDNN (ONEDNN_VERBOSE): in every layer the Q.K^T
-    batched matmul carries the softmax's scale and mask as post-ops (the heads come out of XLA
-    kernels, so this needs their static ranks), and the softmax is oneDNN's."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_attention_scale_and_mask_run_inside_onednns_matmul(dtype):
+    """The inference step on oneDNN (ONEDNN_VERBOSE): in every layer the Q.K^T batched matmul
+    carries the softmax's scale and mask as post-ops, and the softmax is oneDNN's."""
     layers = 2
-    code = VERBOSE_CHILD.replace("__CONFIG__",
-                                 repr({**TINY_CONFIG, "num_hidden_layers": layers}))
+    code = VERBOSE_CHILD.replace("__CONFIG__", repr(
+        {**TINY_CONFIG, "num_hidden_layers": layers})).replace("__DTYPE__", dtype)
     env = dict(os.environ, **{onednn.ONEDNN_OPTS: "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                               "ONEDNN_VERBOSE": "1"})
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -220,6 +240,15 @@ def test_not_used_when_the_probe_fails(monkeypatch):
         fused_matmul.fixed_available.cache_clear()
         monkeypatch.setattr(fused_matmul, "_fixed_op", broken)
         assert not fused_matmul.fixed_usable(None, tf.bfloat16)
+        # the attention's scores: not used when the op fails or differs
+        fused_matmul.scores_available.cache_clear()
+        monkeypatch.setattr(fused_matmul, "_scores_op", broken)
+        assert not fused_matmul.scores_usable(tf.float32)
+        fused_matmul.scores_available.cache_clear()
+        monkeypatch.setattr(fused_matmul, "_scores_op",
+                            lambda q, k, scale, mask: tf.matmul(q, k, transpose_b=True) * scale)
+        assert not fused_matmul.scores_usable(tf.bfloat16)  # no mask: differs
+        assert not fused_matmul.scores_usable(tf.float16)
         fused_matmul.fixed_available.cache_clear()
         monkeypatch.setattr(fused_matmul, "_fixed_op",
                             lambda x, w_t, b, g: tf.matmul(x, w_t, transpose_b=True) + b)
@@ -235,9 +264,11 @@ def test_not_used_when_the_probe_fails(monkeypatch):
                 ids).graph
         names = [f.signature.name for f in graph.as_graph_def().library.function]
         assert any("gelu_forward" in n for n in names), names
+        assert any("softmax_inference" in n for n in names), names  # the softmax kernel
     finally:
         fused_matmul.available.cache_clear()
         fused_matmul.fixed_available.cache_clear()
+        fused_matmul.scores_available.cache_clear()
 
 
 def _encoder_grads(model, ids, mask, **enabled):
