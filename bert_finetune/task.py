@@ -30,7 +30,6 @@ from bert_finetune import (
 )
 from bert_finetune.data import length_buckets
 from bert_finetune.errors import UserError
-from bert_finetune.onednn import onednn_enabled
 from bert_finetune.runner import branches, distribute, loops, xla
 
 RUN_FLAGS_FILE = "run_flags.json"
@@ -289,8 +288,9 @@ class TaskContext:
             # the op, the GELU inside its dense layer
             dtype = tf.as_dtype(self.opts.compute_dtype)
             what = "fused element-wise chains"
-            if onednn_enabled():
-                what += " (the attention softmax oneDNN's, fused with its batched matmul)"
+            if fused_matmul.scores_usable(dtype):
+                what += (" (the attention's scale and mask inside oneDNN's batched matmul, its "
+                         "softmax oneDNN's)")
             if dtype == tf.bfloat16:
                 what += ("; " + fused.BIAS_DEFERRED_LOG + "; their kernels cast and transposed "
                          "once per run (bert_finetune.inference_weights)")

@@ -185,6 +185,7 @@ def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     assert any(line.startswith("| bert-mini | train | fp32 | part | 32.00 |")
                for line in md.splitlines())
     assert "its element-wise chains, one XLA kernel each" in md
+    assert "the dense layers' bias gradients (XLA's column sum) and their weight gradients" in md
     assert "measured faster at the start (bert_finetune/weight_gradients.py): bert-mini none." in md
     done[0]["xla_weight_gradients"] = [[4096, 256, 1024], [4096, 1024, 256]]
     md = report.format_markdown(meta, done)
@@ -197,12 +198,13 @@ def test_xla_kernels_are_shown_with_the_weight_gradient_shapes():
     assert "as the product trains and predicts without --use_xla" in md
     assert "bert-mini [4096, 256]ᵀ[4096, 1024], [4096, 1024]ᵀ[4096, 256]." in md
     only_infer = [r for r in done if r.get("mode") == "infer"]
-    assert "dropout + residual + LayerNorm: bert_finetune/fused.py; in inference the softmax is " \
-        "oneDNN's, fused with its batched matmul), and in training no weight gradients (no " \
-        "training row)." in report.format_markdown(meta, only_infer)
+    assert "dropout + residual + LayerNorm: bert_finetune/fused.py; in inference the " \
+        "attention's scale and mask inside oneDNN's batched matmul and its softmax oneDNN's), " \
+        "and in training no weight gradients (no training row)." in report.format_markdown(
+            meta, only_infer)
     assert "biases" not in md  # float32 rows only
     bf16 = [dict(r, precision="bf16") for r in done]
-    assert "batched matmul; in bf16 they also add the dense layers' biases, " \
+    assert "softmax oneDNN's; in bf16 they also add the dense layers' biases, " \
         "after bare oneDNN matmuls (in inference on bf16 kernels cast and transposed once per " \
         "run, which oneDNN lays out once; the GELU layer's bias and GELU inside its matmul)), " \
         "and in training" in report.format_markdown(meta, done + bf16)

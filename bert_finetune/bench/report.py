@@ -97,14 +97,15 @@ def xla_kernels_line(records: list[dict]) -> str | None:
     return ("XLA \"part\": as the product trains and predicts without --use_xla, the step runs "
             "uncompiled (oneDNN) except "
             + ("its element-wise chains, one XLA kernel each (GELU, softmax + dropout, dropout "
-               "+ residual + LayerNorm: bert_finetune/fused.py; in inference the softmax is "
-               "oneDNN's, fused with its batched matmul"
+               "+ residual + LayerNorm: bert_finetune/fused.py; in inference the attention's "
+               "scale and mask inside oneDNN's batched matmul and its softmax oneDNN's"
                + ("; in bf16 they also add the dense layers' biases, after bare oneDNN matmuls "
                   "(in inference on bf16 kernels cast and transposed once per run, which "
                   "oneDNN lays out once; the GELU layer's bias and GELU inside its matmul)"
                   if bf16 else "") + "), and in training " if fused else "")
-            + ("the dense layers' weight gradients xᵀ·dy of the shapes where XLA's GEMM "
-               "measured faster at the start (bert_finetune/weight_gradients.py): "
+            + ("the dense layers' bias gradients (XLA's column sum) and their weight "
+               "gradients xᵀ·dy of the shapes where XLA's GEMM measured faster at the start "
+               "(bert_finetune/weight_gradients.py): "
                + "; ".join(f"{m} {s}" for m, s in shapes.items()) if shapes
                else "no weight gradients (no training row)") + ".")
 
