@@ -287,3 +287,29 @@ def test_restore_for_inference(tmp_path, init_checkpoint, caplog):
                                     "/m/bert_module")
     assert "the encoder of /m/bert_module and an untrained head" in caplog.text
     assert "random weights" not in caplog.text
+
+
+def test_inference_input_runs_without_tf_data_autotuning(monkeypatch):
+    """The input of an inference pass: in order, not sharded, and without tf.data's autotuning
+    (whose thread made the end of a pass wait up to its next wake-up)."""
+
+    class Doubler(tf.Module):
+        def predict(self, features):
+            return {"y": features["x"] * 2.0}
+
+    strategy = tf.distribute.get_strategy()
+    seen = []
+    distribute = strategy.experimental_distribute_dataset
+
+    def spy(dataset, *args, **kwargs):
+        seen.append(dataset.options())
+        return distribute(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(strategy, "experimental_distribute_dataset", spy)
+    dataset = tf.data.Dataset.from_tensor_slices({"x": tf.range(7, dtype=tf.float32)}).batch(3)
+    out = loops.run_inference(strategy, Doubler(), dataset, kernels=False)
+    np.testing.assert_array_equal(out["y"], np.arange(7) * 2.0)
+    assert len(seen) == 1 and seen[0].autotune.enabled is False
+    assert (seen[0].experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.OFF)
+    assert loops.inference_dataset_options(multi_worker=True).autotune.enabled is False
