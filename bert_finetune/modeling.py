@@ -380,23 +380,23 @@ class BertModel(tf.Module):
         q = heads(x2d if query2d is None else query2d, rows, "attention/self/query")
         k = heads(x2d, seq, "attention/self/key")
         v = heads(x2d, seq, "attention/self/value")
+        scale = 1.0 / math.sqrt(d)
         if (fused.active(q) and xla_kernels.forward_only()
                 and fused_matmul.scores_usable(q.dtype)):
             # inference on oneDNN: the scale and mask inside the Q.K^T matmul, oneDNN's softmax
-            scores = fused_matmul.attention_scores(q, k, 1.0 / math.sqrt(d), mask_adder)
-            probs = tf.nn.softmax(scores, axis=-1)  # [B, N, rows, T]
-        elif fused.active(q):
-            scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
-            rate = c.attention_probs_dropout_prob if training else 0.0
-            probs = fused.attention_probs(scores, mask_adder, 1.0 / math.sqrt(d), rate)
+            probs = tf.nn.softmax(fused_matmul.attention_scores(q, k, scale, mask_adder), axis=-1)
         else:
             scores = tf.matmul(q, k, transpose_b=True)  # [B, N, rows, T]
-            scores = scores * tf.cast(1.0 / math.sqrt(d), q.dtype)
-            # Softmax in float32: the -10000 adder and the exponentials need its range and
-            # precision.
-            scores = tf.cast(scores, tf.float32) + mask_adder
-            probs = tf.nn.softmax(scores, axis=-1)
-            probs = dropout(probs, c.attention_probs_dropout_prob, training)
+            if fused.active(scores):
+                rate = c.attention_probs_dropout_prob if training else 0.0
+                probs = fused.attention_probs(scores, mask_adder, scale, rate)
+            else:
+                scores = scores * tf.cast(scale, q.dtype)
+                # Softmax in float32: the -10000 adder and the exponentials need its range and
+                # precision.
+                scores = tf.cast(scores, tf.float32) + mask_adder
+                probs = tf.nn.softmax(scores, axis=-1)
+                probs = dropout(probs, c.attention_probs_dropout_prob, training)
         context = tf.matmul(tf.cast(probs, self.compute_dtype), v)  # [B, N, rows, D]
         return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * rows, n * d])
 

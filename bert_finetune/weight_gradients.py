@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bert_finetune import xla_kernels
+from bert_finetune import fused, xla_kernels
 
 ROUNDS = 5
 MARGIN = 0.9
@@ -108,7 +108,7 @@ def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """x @ kernel + bias for x [rows, H_in]; with XLA kernels on (bert_finetune.xla_kernels),
     the kernel's gradient by XLA where that was measured faster for these (static) shapes, and
     the bias gradient by XLA's column sum."""
-    if not xla_kernels.weight_gradients_on() or x.dtype not in (tf.float32, tf.bfloat16):
+    if not xla_kernels.weight_gradients_on() or x.dtype not in fused.DTYPES:
         return tf.matmul(x, kernel) + bias
     rows, n_in = x.shape
     n_out = kernel.shape[-1]
